@@ -31,7 +31,8 @@ class Trade(MarketEvent):
 
 
 class Quote(MarketEvent):
-    """Top of book. A crossed or locked quote (bid >= ask) is valid input: the engine alerts on it."""
+    """Top of book. A crossed or locked quote (bid >= ask) is valid input: the engine
+    alerts on it."""
 
     type: Literal["Quote"] = "Quote"
     bid: Price
@@ -123,4 +124,5 @@ class NewsSentiment(MarketEvent):
     provider: str | None = None
 
 
-MARKET_EVENTS = (Trade, Quote, Bar, BookTop, InstrumentStatus, NewsSentiment)
+MARKET_EVENTS: tuple[type[MarketEvent], ...] = (
+    Trade, Quote, Bar, BookTop, InstrumentStatus, NewsSentiment)

@@ -118,4 +118,5 @@ class MassCancel(OrderEvent):
     requested_by: Identifier
 
 
-ORDER_EVENTS = (OrderNew, OrderCancel, OrderReplace, ExecutionReport, MassCancel)
+ORDER_EVENTS: tuple[type[OrderEvent], ...] = (
+    OrderNew, OrderCancel, OrderReplace, ExecutionReport, MassCancel)

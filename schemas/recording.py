@@ -113,8 +113,8 @@ def _open(path: Path, mode: str) -> IO[bytes]:
         raw = open(path, mode + "b")  # noqa: SIM115 - wrapped and closed by the caller
         if mode == "r":
             return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-        return zstandard.ZstdCompressor().stream_writer(raw, closefd=True)  # type: ignore[return-value]
-    return open(path, mode + "b")  # noqa: SIM115
+        return zstandard.ZstdCompressor().stream_writer(raw, closefd=True)
+    return open(path, mode + "b")
 
 
 def read_recording(path: str | Path) -> Iterator[RecordedMessage]:

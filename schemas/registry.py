@@ -29,9 +29,10 @@ OUTPUT_EVENTS: tuple[type[Envelope], ...] = (
 )
 CONTROL_EVENTS: tuple[type[Envelope], ...] = (LimitConfig, TradingStateCommand)
 
+ALL_EVENTS: tuple[type[Envelope], ...] = (*MARKET_EVENTS, *ORDER_EVENTS, *OUTPUT_EVENTS,
+                                          *CONTROL_EVENTS)
 EVENT_TYPES: dict[str, type[Envelope]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (*MARKET_EVENTS, *ORDER_EVENTS, *OUTPUT_EVENTS, *CONTROL_EVENTS)
+    cls.model_fields["type"].default: cls for cls in ALL_EVENTS
 }
 
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGINT
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
+    except Exception as exc:
         from schemas.settings import ConfigFileError
 
         if isinstance(exc, ConfigFileError | FileNotFoundError | PermissionError):
