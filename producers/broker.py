@@ -106,13 +106,16 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BrokerError(f"the embedded broker exited at start: {self._last_words()}")
+                message = f"the embedded broker exited at start: {self._last_words()}"
+                self.stop()  # removes a temporary data dir a failed start would leak
+                raise BrokerError(message)
             if self._answers_metadata():
                 return
             time.sleep(0.1)
+        message = (f"the embedded broker did not answer within {timeout_s:g} s "
+                   f"({self._last_words()})")
         self.stop()
-        raise BrokerError(f"the embedded broker did not answer within {timeout_s:g} s "
-                          f"({self._last_words()})")
+        raise BrokerError(message)
 
     def _answers_metadata(self) -> bool:
         from confluent_kafka.admin import AdminClient

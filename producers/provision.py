@@ -1,9 +1,8 @@
 """Topic provisioning: make the catalogue on a cluster, list it, and report drift.
 
 Topics are always created explicitly with their partition counts and configs, never by
-broker auto-create. `ensure_topics` is idempotent: topics that exist are left alone (their
-drift is reported, not "fixed" behind the operator's back, except for configs that
-`alter_configs=True` sets back to the catalogue's values).
+broker auto-create. `ensure_topics` is idempotent: topics that exist are left alone and
+their drift is reported, never "fixed" behind the operator's back.
 """
 
 from __future__ import annotations

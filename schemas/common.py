@@ -18,7 +18,11 @@ Price = Annotated[float, Field(gt=0, description="Price, strictly positive.")]
 Qty = Annotated[float, Field(gt=0, description="Quantity, strictly positive.")]
 NonNegQty = Annotated[float, Field(ge=0, description="Quantity, zero or more.")]
 Fraction = Annotated[float, Field(ge=0, le=1)]
-Nanos = Annotated[int, Field(ge=0, description="Nanoseconds since the Unix epoch.")]
+# Kafka and orjson carry 64-bit signed integers: a larger value would validate, then fail to
+# encode (TypeError in a producer) instead of being rejected here.
+INT64_MAX = 2**63 - 1
+Nanos = Annotated[int, Field(ge=0, le=INT64_MAX,
+                             description="Nanoseconds since the Unix epoch.")]
 Symbol = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/\-]+$")]
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -101,4 +105,4 @@ class Envelope(EventModel):
     ts_event: Nanos
     ts_init: Nanos
     source: Identifier
-    seq: Annotated[int, Field(ge=0)] = 0
+    seq: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0

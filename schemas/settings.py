@@ -229,14 +229,16 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     (CLI flags; None values are ignored). Raises ConfigFileError with one readable line."""
     file_values = load_config_file(config_file) if config_file else {}
     flags = {k: v for k, v in overrides.items() if v is not None}
+    # The environment is validated on its own so an error names the source that caused it.
+    source = "environment (STREAMRISK_*)"
     try:
         from_env = Settings()
         merged = _deep_merge(file_values, from_env.model_dump(exclude_unset=True))
+        source = f"config file {config_file}" if config_file else "settings"
         return Settings.model_validate(_deep_merge(merged, flags))
     except ValidationError as exc:
         item = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in item["loc"]) or "settings"
-        source = f"config file {config_file}" if config_file else "settings"
         raise ConfigFileError(f"{source}: {where}: {item['msg']}") from None
 
 

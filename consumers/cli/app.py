@@ -54,7 +54,9 @@ def build_parser() -> tuple[OneLineParser, dict[str, ModuleType]]:
 def main(argv: list[str] | None = None) -> int:
     parser, commands = build_parser()
     # Global options may follow the command (and its sub-actions): take them out first.
-    globals_only = OneLineParser(prog="streamrisk", add_help=False)
+    # No abbreviations: a command option that is a prefix of a global one (say --topic) must
+    # reach its command, not be swallowed here.
+    globals_only = OneLineParser(prog="streamrisk", add_help=False, allow_abbrev=False)
     add_global_options(globals_only)
     global_args, rest = globals_only.parse_known_args(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(rest)
