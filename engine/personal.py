@@ -30,7 +30,7 @@ limit tighter for a client, never looser.
 >>> fat = model.score_one(model.features(qty=100_000, notional=1e7, adv=1e6,
 ...                                      price_distance_vol=0.5, ts=50 * 10**9))
 >>> normal.unusual, fat.unusual, fat.top[0][0]
-(False, True, 'size_adv')
+(False, True, 'size')
 >>> model.suggest_limit("order_qty", hard_cap=200.0) <= 200.0
 True
 """
