@@ -41,7 +41,8 @@ class ProfileDefaults(BaseModel):
 # session.timeout.ms below 6000 belongs to the test profile only (DESIGN.md section 6).
 # noida-db never completes cooperative-sticky assignment, so embedded and test use range.
 PROFILES: dict[str, ProfileDefaults] = {
-    "test": ProfileDefaults(session_timeout_ms=3000, heartbeat_interval_ms=500,
+    # noida-db rejects JoinGroup with session.timeout.ms below 6000 (INVALID_SESSION_TIMEOUT).
+    "test": ProfileDefaults(session_timeout_ms=6000, heartbeat_interval_ms=500,
                             max_poll_interval_ms=30000, assignor="range", fetch_wait_max_ms=10,
                             socket_timeout_ms=5000, transaction_timeout_ms=10000,
                             message_timeout_ms=10000),
@@ -100,6 +101,8 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(default=500, ge=1, le=100_000)
     dedup_window: int = Field(default=100_000, ge=0,
                               description="event_ids remembered per partition")
+    dedup_per_key: int = Field(default=256, ge=0, le=65_536,
+                               description="event_ids remembered per state key (0: no dedup)")
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     out_of_range_policy: Literal["earliest", "latest", "fail"] = "earliest"
