@@ -43,7 +43,7 @@ USERS: dict[str, dict[str, Any]] = {
         "read": ["market", "market-worker.changelog"],
         "write": ["risk.alerts", "risk.instruments", "risk.model-health", "dlq",
                   "market-worker.changelog"],
-        "group": "streamrisk-market-worker",
+        "groups": [("streamrisk-market-worker", ["Describe", "Read"])],
         "transactional": "streamrisk-market-worker",
     },
     "streamrisk-order-worker": {
@@ -54,14 +54,14 @@ USERS: dict[str, dict[str, Any]] = {
         "write": ["risk.decisions", "risk.breaches", "risk.accounts", "risk.states",
                   "risk.alerts", "risk.model-health", "dlq", "orders",
                   "order-worker.changelog"],
-        "group": "streamrisk-order-worker",
+        "groups": [("streamrisk-order-worker", ["Describe", "Read"])],
         "transactional": "streamrisk-order-worker",
     },
     "streamrisk-producer": {
         "about": "simulator, replay and publish: market data and order flow in",
         "read": [],
         "write": ["market", "orders"],
-        "group": None,
+        "groups": [],
         "transactional": None,
     },
     "streamrisk-risk-admin": {
@@ -69,7 +69,7 @@ USERS: dict[str, dict[str, Any]] = {
         "read": ["risk.limits", "risk.control", "risk.states", "risk.accounts",
                  "risk.breaches"],
         "write": ["risk.limits", "risk.control"],
-        "group": "streamrisk-risk-admin",
+        "groups": [("streamrisk-risk-admin", ["Describe", "Read"])],
         "transactional": None,
     },
     "streamrisk-subscriber": {
@@ -77,10 +77,12 @@ USERS: dict[str, dict[str, Any]] = {
         "read": ["risk.alerts", "risk.decisions", "risk.breaches", "risk.instruments",
                  "risk.accounts", "risk.states", "risk.model-health"],
         "write": [],
-        # Only the webhook forwarder commits offsets; the dashboard and `alerts` assign
-        # partitions and never join a group. Never a broad "streamrisk-" prefix: Read on a
-        # worker's group would let a subscriber join it and take partitions away.
-        "group": "streamrisk-webhook",
+        # Only the webhook forwarder joins a group and commits; the dashboard and `alerts`
+        # assign partitions themselves (Describe on their group id for the coordinator
+        # lookup). Never a broad "streamrisk-" prefix: Read on a worker's group would let a
+        # subscriber join it and take its partitions away.
+        "groups": [("streamrisk-webhook", ["Describe", "Read"]),
+                   ("streamrisk-viewer", ["Describe"])],
         "transactional": None,
     },
 }
@@ -134,9 +136,9 @@ def kafka_users(prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
         for short in rule["write"]:
             ops_by_topic.setdefault(_name(short, prefix), ["Describe"]).append("Write")
         acls = [_acl("topic", name, ops) for name, ops in ops_by_topic.items()]
-        if rule["group"]:
+        for group, ops in rule["groups"]:
             # Prefix so `--group streamrisk-market-worker-canary` style groups work too.
-            acls.append(_acl("group", rule["group"], ["Describe", "Read"], "prefix"))
+            acls.append(_acl("group", group, ops, "prefix"))
         if rule["transactional"]:
             acls.append(_acl("transactionalId", rule["transactional"], ["Describe", "Write"],
                              "prefix"))
