@@ -124,6 +124,13 @@ class RegimeConfig(_Section):
     min_instances: int = Field(default=30, ge=1)
     warmup: int = Field(default=30, ge=1, description="Returns before any regime is called.")
     clip_z: float = Field(default=6.0, gt=0)
+    lam_ref_stressed: float = Field(default=0.9995, gt=0, lt=1,
+                                    description="Slower reference while stressed.")
+    stress_level: float = Field(default=1.2, gt=0,
+                                description="EW mean |z| above which a detection calls "
+                                            "stressed (0.8 is usual volatility).")
+    calm_level: float = Field(default=1.0, gt=0,
+                              description="EW mean |z| below which a detection calls calm.")
 
 
 class TailConfig(_Section):
