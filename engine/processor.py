@@ -59,3 +59,26 @@ class Processor(Protocol):
     def evict(self, keys: Iterable[str]) -> None:
         """Forget the state of `keys` (their partition moved to another worker)."""
         ...
+
+
+@runtime_checkable
+class TableProcessor(Processor, Protocol):
+    """Optional extension: a processor that also reads side tables.
+
+    Every worker reads each topic in `tables` in full (all partitions, from the beginning,
+    read-committed) and hands its events to `apply_table` before and between input batches;
+    the in-process driver hands them over in recording order. Outputs returned by
+    `apply_table` (for example orders released from an event-time hold) are published in the
+    checkpoint of the partition that owns `output.key` as a state key, so a processor must
+    only return outputs for keys it holds state for. Table positions are not checkpointed:
+    after a restart the tables are read again from the beginning.
+
+    A processor may also set `input_topic` (catalogue name) when its name is not a worker of
+    the catalogue (`schemas.topics.WORKER_INPUTS`).
+    """
+
+    tables: tuple[str, ...]
+
+    def apply_table(self, topic: str, event: Envelope) -> Sequence[Output]:
+        """Update side state from one table event; return outputs it releases (often none)."""
+        ...

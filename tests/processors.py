@@ -1,0 +1,190 @@
+"""Small deterministic processors for runtime, driver and benchmark tests.
+
+`CountingProcessor` keeps, per symbol, a running count, quantity sum and last price, and
+emits an InstrumentRisk for every event (carrying the count, so lost or doubly applied
+state shows in the outputs) plus a RiskAlert whenever the price moves more than
+`alert_move` from the previous event of the same symbol. Its snapshots are pickles, like
+River state, so the signature tests exercise the real risk.
+
+Run a worker with it: `streamrisk worker --processor tests.processors:CountingProcessor`.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from engine.envelope import output_envelope
+from engine.processor import Output
+from schemas.common import Envelope, Severity
+from schemas.market import Bar, Quote, Trade
+from schemas.outputs import InstrumentRisk, RiskAlert
+from schemas.recording import RecordedMessage
+
+
+@dataclass
+class SymbolState:
+    count: int = 0
+    qty: float = 0.0
+    price: float = 0.0
+    ewma_abs_return: float = 0.0
+
+
+class CountingProcessor:
+    """Per-key running count/sum with one output per event and an alert on big moves."""
+
+    def __init__(self, name: str = "market-worker", input_topic: str = "market",
+                 alert_move: float = 0.01, fail_on_qty: float | None = None) -> None:
+        self.name = name
+        self.input_topic = input_topic
+        self.alert_move = alert_move
+        self.fail_on_qty = fail_on_qty
+        self._state: dict[str, SymbolState] = {}
+        self._dirty: set[str] = set()
+
+    def key_of(self, event: Envelope) -> str | None:
+        return getattr(event, "symbol", None)
+
+    def process(self, event: Envelope) -> Sequence[Output]:
+        if isinstance(event, Trade):
+            price, qty = event.price, event.qty
+        elif isinstance(event, Quote):
+            price, qty = (event.bid + event.ask) / 2, 0.0
+        elif isinstance(event, Bar):
+            price, qty = event.close, event.volume
+        else:
+            return []
+        if self.fail_on_qty is not None and qty == self.fail_on_qty:
+            raise ValueError(f"test processor refuses qty {qty}")
+        symbol: str = event.symbol
+        state = self._state.get(symbol)
+        if state is None:
+            state = self._state[symbol] = SymbolState()
+        ret = math.log(price / state.price) if state.price else 0.0
+        state.count += 1
+        state.qty += qty
+        state.price = price
+        state.ewma_abs_return = 0.94 * state.ewma_abs_return + 0.06 * abs(ret)
+        self._dirty.add(symbol)
+        risk = InstrumentRisk(
+            **output_envelope(event, "TEST_RISK", self.name), symbol=symbol, price=price,
+            last_return=ret, vol=state.ewma_abs_return, var_95=1.645 * state.ewma_abs_return,
+            var_99=2.326 * state.ewma_abs_return, es_975=1.96 * state.ewma_abs_return,
+            var_method="test", adv=state.qty, events_seen=state.count)
+        outputs = [Output("risk.instruments", symbol, risk)]
+        if abs(ret) > self.alert_move:
+            alert = RiskAlert(
+                **output_envelope(event, "TEST_PRICE_MOVE", self.name),
+                reason_code="TEST_PRICE_MOVE", severity=Severity.WARNING, entity=symbol,
+                entity_kind="instrument", observed=abs(ret), threshold=self.alert_move,
+                message=f"{symbol} moved {ret:+.2%} (event {state.count})",
+                cause_event_id=event.event_id)
+            outputs.append(Output("risk.alerts", symbol, alert))
+        return outputs
+
+    def dirty_keys(self) -> set[str]:
+        keys, self._dirty = self._dirty, set()
+        return keys
+
+    def snapshot(self, key: str) -> bytes | None:
+        state = self._state.get(key)
+        return None if state is None else pickle.dumps(state, protocol=5)
+
+    def restore(self, key: str, data: bytes | None) -> None:
+        if data is None:
+            self._state.pop(key, None)
+        else:
+            self._state[key] = pickle.loads(data)  # the runtime verified the signature
+
+    def evict(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._state.pop(key, None)
+
+    def count_of(self, key: str) -> int:
+        state = self._state.get(key)
+        return state.count if state else 0
+
+
+class SilentProcessor(CountingProcessor):
+    """The same state updates with no outputs: the runtime's cost without producing."""
+
+    def process(self, event: Envelope) -> Sequence[Output]:
+        super().process(event)
+        return []
+
+
+# --- recorded test streams ------------------------------------------------------------------
+
+GARBAGE_KINDS = ("undecodable", "invalid", "unknown_type", "too_large", "duplicate")
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """A stable partition for a key (tests produce to explicit partitions, so a recording's
+    partition/offset fields are exactly where the messages land on a fresh topic)."""
+    import zlib
+
+    return zlib.crc32(key.encode()) % partitions
+
+
+def make_stream(events: int, *, symbols: int = 40, partitions: int = 8, seed: int = 0,
+                garbage: float = 0.0, max_message_bytes: int = 1_000_000,
+                ) -> list[RecordedMessage]:
+    """A recording of `events` market messages (mostly Trades, some Quotes) over `symbols`
+    instruments; a `garbage` fraction of them are bad in one of GARBAGE_KINDS (a duplicate is
+    an earlier Trade sent again). Partition and offset fields say where each message lands
+    when produced to explicit partitions of a fresh topic."""
+    import random
+
+    import orjson
+
+    rng = random.Random(seed)
+    names = [f"SYM{i:03d}" for i in range(symbols)]
+    prices = {s: 100.0 + 10 * i for i, s in enumerate(names)}
+    next_offset = [0] * partitions
+    sent: list[Trade] = []
+    out: list[RecordedMessage] = []
+    ts = 1_700_000_000_000_000_000
+
+    def where(key: str) -> dict[str, int]:
+        part = partition_of(key, partitions)
+        next_offset[part] += 1
+        return {"partition": part, "offset": next_offset[part] - 1}
+
+    for n in range(events):
+        symbol = rng.choice(names)
+        ts += rng.randint(1, 5_000_000)
+        kind = GARBAGE_KINDS[n % len(GARBAGE_KINDS)] if rng.random() < garbage else None
+        if kind == "duplicate" and sent:
+            again = rng.choice(sent[-50:])
+            out.append(RecordedMessage.from_event("market", again.symbol, again,
+                                                  **where(again.symbol)))
+            continue
+        if kind is not None and kind != "duplicate":
+            if kind == "undecodable":
+                data = b"\xff\x00not json " + str(n).encode()
+            elif kind == "invalid":
+                data = orjson.dumps({"type": "Trade", "event_id": f"bad-{n}", "ts_event": ts,
+                                     "ts_init": ts, "source": "test", "symbol": symbol,
+                                     "price": -1.0, "qty": 1.0})
+            elif kind == "unknown_type":
+                data = orjson.dumps({"type": "Mystery", "event_id": f"m-{n}", "symbol": symbol})
+            else:
+                data = orjson.dumps({"type": "Trade", "pad": "x" * (max_message_bytes + 10)})
+            out.append(RecordedMessage.from_bytes("market", symbol, data,
+                                                  timestamp=ts // 1_000_000, **where(symbol)))
+            continue
+        prices[symbol] *= math.exp(rng.gauss(0.0, 0.006))
+        price = round(prices[symbol], 4)
+        event: Envelope
+        if rng.random() < 0.15:
+            event = Quote(event_id=f"q-{seed}-{n}", ts_event=ts, ts_init=ts, source="test",
+                          seq=n, symbol=symbol, bid=price, ask=round(price * 1.0005, 4),
+                          bid_size=100.0, ask_size=100.0)
+        else:
+            event = Trade(event_id=f"t-{seed}-{n}", ts_event=ts, ts_init=ts, source="test",
+                          seq=n, symbol=symbol, price=price, qty=float(rng.randint(1, 500)))
+            sent.append(event)
+        out.append(RecordedMessage.from_event("market", symbol, event, **where(symbol)))
+    return out
