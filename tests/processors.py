@@ -15,6 +15,7 @@ import math
 import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.envelope import output_envelope
 from engine.processor import Output
@@ -147,7 +148,7 @@ def make_stream(events: int, *, symbols: int = 40, partitions: int = 8, seed: in
     out: list[RecordedMessage] = []
     ts = 1_700_000_000_000_000_000
 
-    def where(key: str) -> dict[str, int]:
+    def where(key: str) -> dict[str, Any]:
         part = partition_of(key, partitions)
         next_offset[part] += 1
         return {"partition": part, "offset": next_offset[part] - 1}

@@ -127,9 +127,9 @@ def test_crash_and_restore_mid_stream_gives_the_same_outputs() -> None:
     for partition, latest in changelog.items():
         restored, rejected = codec.assemble(latest, partition)
         assert rejected == []
-        for snap in restored.values():
-            assert snap is not None
-            second.restore(snap)
+        for restored_snap in restored.values():
+            assert restored_snap is not None
+            second.restore(restored_snap)
     for m in stream[cut:]:
         got += [(e.topic, e.key, e.value)
                 for e in second.handle(m.partition, m.offset, m.key, m.value_bytes(),
