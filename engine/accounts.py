@@ -124,10 +124,16 @@ class AccountBook:
     positions: dict[str, Position] = field(default_factory=dict)
     strategy_qty: dict[tuple[str, str], float] = field(default_factory=dict)
     open_orders: dict[str, OpenOrder] = field(default_factory=dict)
+    orders_by_symbol: dict[str, dict[str, OpenOrder]] = field(default_factory=dict)
+    priced_open_notional: float = 0.0
+    """Running sum of qty * price over open limit orders (market orders are marked)."""
+    unpriced_orders: int = 0
     open_buy: dict[str, float] = field(default_factory=dict)
     open_sell: dict[str, float] = field(default_factory=dict)
     strategy_open_buy: dict[tuple[str, str], float] = field(default_factory=dict)
     strategy_open_sell: dict[tuple[str, str], float] = field(default_factory=dict)
+    strategy_symbols: dict[str, set[str]] = field(default_factory=dict)
+    """Every symbol a strategy ever traded or quoted (so its exposure need not scan all)."""
     marks: dict[str, float] = field(default_factory=dict)
     realized_pnl: float = 0.0
     counterparty: dict[str, float] = field(default_factory=dict)
@@ -141,6 +147,19 @@ class AccountBook:
     # --- open orders ------------------------------------------------------------------------
 
     def _open_delta(self, order: OpenOrder, sign: float) -> None:
+        if order.price is not None:
+            self.priced_open_notional = max(0.0, self.priced_open_notional
+                                            + sign * order.qty * order.price)
+        else:
+            self.unpriced_orders += 1 if sign > 0 else -1
+        if sign > 0:
+            self.orders_by_symbol.setdefault(order.symbol, {})[order.cl_ord_id] = order
+        else:
+            same = self.orders_by_symbol.get(order.symbol)
+            if same is not None:
+                same.pop(order.cl_ord_id, None)
+                if not same:
+                    del self.orders_by_symbol[order.symbol]
         side_map = self.open_buy if order.side is Side.BUY else self.open_sell
         strat_map = self.strategy_open_buy if order.side is Side.BUY else self.strategy_open_sell
         left = side_map.get(order.symbol, 0.0) + sign * order.qty
@@ -149,6 +168,7 @@ class AccountBook:
         else:
             side_map.pop(order.symbol, None)
         key = (order.strategy, order.symbol)
+        self.strategy_symbols.setdefault(order.strategy, set()).add(order.symbol)
         left = strat_map.get(key, 0.0) + sign * order.qty
         if left > EPS:
             strat_map[key] = left
@@ -183,7 +203,8 @@ class AccountBook:
     def open_orders_in(self, *, strategy: str | None = None, symbol: str | None = None,
                        up_to_ts: int | None = None) -> list[OpenOrder]:
         """Open orders matching every given filter, in cl_ord_id order."""
-        return [o for _, o in sorted(self.open_orders.items())
+        pool = self.open_orders if symbol is None else self.orders_by_symbol.get(symbol, {})
+        return [o for _, o in sorted(pool.items())
                 if (strategy is None or o.strategy == strategy)
                 and (symbol is None or o.symbol == symbol)
                 and (up_to_ts is None or o.ts <= up_to_ts)]
@@ -222,6 +243,7 @@ class AccountBook:
         self.realized_pnl += realized
         key = (strategy, symbol)
         self.strategy_qty[key] = self.strategy_qty.get(key, 0.0) + signed
+        self.strategy_symbols.setdefault(strategy, set()).add(symbol)
         if counterparty:
             self.counterparty[counterparty] = (self.counterparty.get(counterparty, 0.0)
                                                + qty * price)
@@ -289,25 +311,47 @@ class AccountBook:
 
     def exposure(self) -> Exposure:
         """Worst-case exposure of the whole account at the current marks."""
-        total = Exposure()
+        # plain float accumulation: this runs for every order, so no temporary objects
+        long = short = gross = net_hi = net_lo = 0.0
+        buys, sells, positions = self.open_buy, self.open_sell, self.positions
         for symbol in self.symbols():
-            total = total + self.symbol_exposure(symbol, self.price(symbol))
-        return total
+            px = self.price(symbol)
+            pos = positions.get(symbol)
+            q = pos.qty if pos is not None else 0.0
+            hi = q + buys.get(symbol, 0.0)
+            lo = q - sells.get(symbol, 0.0)
+            if hi > 0:
+                long += hi * px
+            if lo < 0:
+                short -= lo * px
+            gross += max(abs(hi), abs(lo)) * px
+            net_hi += hi * px
+            net_lo += lo * px
+        return Exposure(long, short, gross, net_hi, net_lo)
 
     def strategy_exposure(self, strategy: str) -> Exposure:
-        symbols = {s for (st, s) in self.strategy_qty if st == strategy}
-        symbols |= {s for (st, s) in self.strategy_open_buy if st == strategy}
-        symbols |= {s for (st, s) in self.strategy_open_sell if st == strategy}
-        total = Exposure()
-        for symbol in symbols:
-            total = total + self.strategy_symbol_exposure(strategy, symbol, self.price(symbol))
-        return total
+        long = short = gross = net_hi = net_lo = 0.0
+        for symbol in self.strategy_symbols.get(strategy, ()):
+            key = (strategy, symbol)
+            px = self.price(symbol)
+            q = self.strategy_qty.get(key, 0.0)
+            hi = q + self.strategy_open_buy.get(key, 0.0)
+            lo = q - self.strategy_open_sell.get(key, 0.0)
+            if hi > 0:
+                long += hi * px
+            if lo < 0:
+                short -= lo * px
+            gross += max(abs(hi), abs(lo)) * px
+            net_hi += hi * px
+            net_lo += lo * px
+        return Exposure(long, short, gross, net_hi, net_lo)
 
     def open_order_notional(self) -> float:
-        out = 0.0
-        for order in self.open_orders.values():
-            px = order.price if order.price is not None else self.price(order.symbol)
-            out += order.qty * px
+        out = self.priced_open_notional
+        if self.unpriced_orders > 0:
+            for order in self.open_orders.values():
+                if order.price is None:
+                    out += order.qty * self.price(order.symbol)
         return out
 
     def credit_used(self, exposure: Exposure | None = None) -> float:

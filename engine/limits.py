@@ -34,6 +34,7 @@ Rules a risk desk relies on:
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -220,6 +221,7 @@ class LimitBook:
     configs: dict[str, LimitConfig] = field(default_factory=dict)
     version: int = 0
     _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _expiries: list[int] = field(default_factory=list, repr=False)
 
     def apply(self, cfg: LimitConfig) -> ApplyResult:
         """Validate and store one LimitConfig; `changed` is False for a no-op repeat."""
@@ -234,7 +236,7 @@ class LimitBook:
                 return ApplyResult(True, False)
             self._unlink(current)
             del self.configs[cfg.scope]
-            self.version += 1
+            self._changed()
             return ApplyResult(True, True)
         if current is not None and config_content(current) == config_content(cfg):
             return ApplyResult(True, False)
@@ -243,8 +245,21 @@ class LimitBook:
         self.configs[cfg.scope] = cfg
         if cfg.parent is not None:
             self._children.setdefault(cfg.parent, set()).add(cfg.scope)
-        self.version += 1
+        self._changed()
         return ApplyResult(True, True)
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._expiries = sorted({c.override.expires_ts for c in self.configs.values()
+                                 if c.override is not None})
+
+    def validity(self, ts: int) -> tuple[int, int]:
+        """[start, end) of event time around `ts` in which no override starts or stops
+        applying: a resolution made at `ts` holds for any time in it (same `version`)."""
+        at = bisect.bisect_right(self._expiries, ts)
+        start = self._expiries[at - 1] if at else -(2**63)
+        end = self._expiries[at] if at < len(self._expiries) else 2**63
+        return start, end
 
     def _unlink(self, cfg: LimitConfig) -> None:
         if cfg.parent is not None:

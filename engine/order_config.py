@@ -130,6 +130,8 @@ class OrderConfig(BaseModel):
     account_publish_interval_ns: Annotated[int, Field(ge=0)] = SECOND_NS
     day_offset_ns: int = 0
     liquidation_participation: Annotated[float, Field(gt=0, le=1)] = 0.1
+    missing_var_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """VaR/ES fraction assumed for a position whose instrument has no risk snapshot yet."""
     covariance: CovarianceConfig = Field(default_factory=CovarianceConfig)
     exec_id_memory: Annotated[int, Field(ge=16)] = 8192
     order_id_memory: Annotated[int, Field(ge=16)] = 4096

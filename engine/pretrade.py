@@ -113,6 +113,8 @@ class GateInput:
     """cl_ord_id of an accepted order with the same content inside the duplicate window."""
     personal_qty: float | None = None
     personal_notional: float | None = None
+    exposure: Exposure | None = None
+    """The account's worst-case exposure at current marks, when the caller has it already."""
 
     # derived once, used by several checks
     _px: float | None = None
@@ -147,6 +149,8 @@ class GateInput:
 class GateResult:
     failures: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
+    account_change: ExposureChange | None = None
+    """The account's worst-case exposure before and after the order (None: no price)."""
 
     @property
     def accepted(self) -> bool:
@@ -386,38 +390,60 @@ class ExposureChange:
     after: Exposure
 
 
+def _terms(q: float, buys: float, sells: float, px: float) -> tuple[float, ...]:
+    hi = q + buys
+    lo = q - sells
+    return (hi * px if hi > 0 else 0.0, -lo * px if lo < 0 else 0.0,
+            max(abs(hi), abs(lo)) * px, hi * px, lo * px)
+
+
+def _change(base: Exposure, items: list[tuple[float, float, float, float, float, float, float]]
+            ) -> ExposureChange:
+    """Before/after exposure from a base total and (q, B, S, mark, px, dB, dS) per symbol:
+    the symbol's terms at its mark leave the total, its terms at the order's price enter."""
+    before = [base.long, base.short, base.gross, base.net_hi, base.net_lo]
+    after = list(before)
+    for q, buys, sells, mark, px, db, ds in items:
+        old = _terms(q, buys, sells, mark)
+        new_before = _terms(q, buys, sells, px)
+        new_after = _terms(q, max(0.0, buys + db), max(0.0, sells + ds), px)
+        for i in range(5):
+            before[i] += new_before[i] - old[i]
+            after[i] += new_after[i] - old[i]
+    return ExposureChange(Exposure(*before), Exposure(*after))
+
+
 def account_exposure_change(g: GateInput) -> ExposureChange:
     book = g.book
-    before = book.exposure()
-    after = before
+    base = g.exposure if g.exposure is not None else book.exposure()
+    items = []
     for symbol, (db, ds) in _order_deltas(g.order).items():
         px = _price(g, symbol)
-        after = (after - book.symbol_exposure(symbol, book.price(symbol, px))
-                 + book.symbol_exposure(symbol, px, add_buy=db, add_sell=ds))
-        before = (before - book.symbol_exposure(symbol, book.price(symbol, px))
-                  + book.symbol_exposure(symbol, px))
-    return ExposureChange(before, after)
+        pos = book.positions.get(symbol)
+        items.append((pos.qty if pos is not None else 0.0, book.open_buy.get(symbol, 0.0),
+                      book.open_sell.get(symbol, 0.0), book.price(symbol, px), px, db, ds))
+    return _change(base, items)
 
 
 def strategy_exposure_change(g: GateInput) -> ExposureChange:
     book, o = g.book, g.order
-    before = book.strategy_exposure(o.strategy)
-    after = before
+    items = []
     for symbol, (db, ds) in _order_deltas(o, o.strategy).items():
         px = _price(g, symbol)
-        old = book.strategy_symbol_exposure(o.strategy, symbol, book.price(symbol, px))
-        before = before - old + book.strategy_symbol_exposure(o.strategy, symbol, px)
-        after = after - old + book.strategy_symbol_exposure(o.strategy, symbol, px,
-                                                            add_buy=db, add_sell=ds)
-    return ExposureChange(before, after)
+        key = (o.strategy, symbol)
+        items.append((book.strategy_qty.get(key, 0.0), book.strategy_open_buy.get(key, 0.0),
+                      book.strategy_open_sell.get(key, 0.0), book.price(symbol, px), px, db, ds))
+    return _change(book.strategy_exposure(o.strategy), items)
 
 
 def instrument_exposure_change(g: GateInput) -> ExposureChange:
-    o = g.order
+    o, book = g.order, g.book
     db, ds = _order_deltas(o)[o.symbol]
     px = _price(g, o.symbol)
-    return ExposureChange(g.book.symbol_exposure(o.symbol, px),
-                          g.book.symbol_exposure(o.symbol, px, add_buy=db, add_sell=ds))
+    pos = book.positions.get(o.symbol)
+    q = pos.qty if pos is not None else 0.0
+    return _change(Exposure(), [(q, book.open_buy.get(o.symbol, 0.0),
+                                 book.open_sell.get(o.symbol, 0.0), px, px, db, ds)])
 
 
 _POSITION_MEASURES = (("position_long", "long exposure", "long"),
@@ -456,9 +482,8 @@ def check_self_cross(g: GateInput) -> Finding | None:
     if not (g.book.open_sell if o.side is Side.BUY else g.book.open_buy).get(o.symbol):
         return None
     replaced = o.replaces.cl_ord_id if o.replaces is not None else None
-    for resting in g.book.open_orders.values():
-        if resting.symbol != o.symbol or resting.side is not opposite or \
-                resting.cl_ord_id == replaced:
+    for resting in g.book.orders_by_symbol.get(o.symbol, {}).values():
+        if resting.side is not opposite or resting.cl_ord_id == replaced:
             continue
         if o.price is None or resting.price is None or (
                 o.price >= resting.price if o.side is Side.BUY else o.price <= resting.price):
@@ -525,7 +550,7 @@ def evaluate(g: GateInput) -> GateResult:
     ]
     findings.extend(check_rate(g))
     if g.px is not None:
-        account = account_exposure_change(g)
+        account = result.account_change = account_exposure_change(g)
         findings.extend(check_positions(g, "account", account))
         findings.extend(check_positions(g, "strategy", strategy_exposure_change(g)))
         findings.extend(check_positions(g, "instrument", instrument_exposure_change(g)))

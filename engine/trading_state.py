@@ -148,8 +148,11 @@ class ScopeState:
     def command(self, cmd: TradingStateCommand) -> Transition | None:
         """Apply a kill or enable command; CommandRejected when it names no issuer.
 
-        A command older than the last one applied (event time), or the same one again, is
-        ignored, so replaying the control topic never undoes a later command.
+        Every accepted command yields a Transition, even when the state stays the same (a
+        kill of a scope already halted re-latches it with the operator as cause), so each
+        command leaves an audit record. A command older than the last one applied (event
+        time), or the same one again, is ignored: replaying the control topic never undoes
+        a later command.
         """
         reason = validate_command(cmd)
         if reason is not None:
@@ -158,12 +161,8 @@ class ScopeState:
             return None
         self.last_command_ts, self.last_command_id = cmd.ts_event, cmd.event_id
         if cmd.command is StateCommand.KILL:
-            if self.state is TradingState.HALTED:
-                return None
             return self._move(TradingState.HALTED,
                               f"kill switch by {cmd.issued_by}: {cmd.reason}", cmd.ts_event,
                               actor=cmd.issued_by)
-        if self.state is TradingState.ACTIVE:
-            return None
         return self._move(TradingState.ACTIVE, f"enabled by {cmd.issued_by}: {cmd.reason}",
                           cmd.ts_event, actor=cmd.issued_by)

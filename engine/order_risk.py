@@ -1,0 +1,806 @@
+"""The order risk processor: pre-trade gate, account risk, limits and trading states.
+
+`OrderRiskProcessor` implements `engine.processor.Processor` for the `order-worker`. It is
+keyed by account and consumes, through `process()`:
+
+* the `orders` topic (OrderNew, OrderReplace, OrderCancel, ExecutionReport, MassCancel):
+  partitioned by account, state per account;
+* table events every worker sees in full: InstrumentRisk (`risk.instruments`), LimitConfig
+  (`risk.limits`) and TradingStateCommand (`risk.control`); `key_of` returns None for them.
+
+State, and where it lives:
+
+* per account (partitioned; snapshotted with `snapshot(account)` to the changelog): the
+  account book (positions, open orders, PnL path), the account's and its strategies'
+  trading-state machines, the order-flow model, rate/throttle/duplicate windows, the ids of
+  recent orders and executions (for de-duplication) and the breach levels already reported;
+* table state (replicated on every worker, rebuilt by reading the table topics, NOT in the
+  changelog): instrument risk with a short history per instrument (read as of each order's
+  event time: no lookahead), the EWMA covariance, the limit book, the latest command per
+  scope and the states of firm, desk and instrument scopes.
+
+Outputs (catalogue topic names):
+
+* `risk.decisions`: a RiskDecision for every OrderNew and OrderReplace; only its
+  `decision_latency_ns` (time.perf_counter_ns around the gate) differs between runs;
+* `risk.breaches`: LimitBreach when a metric's level rises (none -> soft -> hard); a level is
+  reported again only after the metric went back under its soft level;
+* `risk.accounts`: AccountRisk on every fill, every state change and otherwise at most once
+  per `account_publish_interval_ns` of event time;
+* `risk.states`: TradingStateChanged for every transition, with its cause;
+* `orders`: MassCancel for a kill switch (and for an automatic halt when `cancel_on_halt`);
+* `risk.alerts`: RiskAlert for unusual orders (ORDER_UNUSUAL) and for rejected limit changes
+  or commands (LIMIT_CHANGE_REJECTED, COMMAND_REJECTED);
+* `risk.limits` (configurable): an audit echo of every accepted limit change, keyed
+  `audit/<scope>/<id>` so it never replaces the scope's own record in the compacted topic,
+  with `source` = this worker's name; table readers skip such records.
+
+Scope-level events for firm, desk and instrument scopes (their TradingStateChanged) are
+computed by every worker from the same table events; `publish_scope_events=False` silences
+them on all workers but one (their ids are derived from the input, so duplicates are also
+safe to drop downstream). Account-scope events come only from the worker owning the account.
+
+Control is fail-safe rather than as-of: a kill applies to every order decided after it.
+
+>>> from schemas.orders import OrderNew
+>>> from schemas.outputs import InstrumentRisk
+>>> p = OrderRiskProcessor()
+>>> _ = p.process(InstrumentRisk(event_id="ir1", ts_event=1, ts_init=0, source="m", symbol="AAPL",
+...     price=100.0, vol=0.01, var_95=0.02, var_99=0.03, es_975=0.03, var_method="ewma",
+...     adv=1e6, tick_size=0.01))
+>>> out = p.process(OrderNew(event_id="o1", ts_event=2, ts_init=0, source="oms", account="A",
+...     symbol="AAPL", side="buy", price=100.0, qty=100, cl_ord_id="c1"))
+>>> [(o.topic, o.value.type) for o in out][:1]
+[('risk.decisions', 'RiskDecision')]
+>>> out[0].value.decision.value
+'accept'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.accounts import EPS, AccountBook, Exposure, OpenOrder
+from engine.asof import AsOfTable
+from engine.covariance import EwmaCovariance, liquidity, portfolio_var
+from engine.envelope import output_envelope
+from engine.limits import (
+    AUDIT_KEY_PREFIX,
+    STATE_METRICS,
+    EffectiveLimit,
+    Group,
+    LimitBook,
+    OrderScopes,
+    strategy_scope,
+)
+from engine.order_config import OrderConfig
+from engine.personal import OrderFlowModel, PersonalScore
+from engine.pretrade import (
+    RATE_THROTTLE,
+    Finding,
+    GateInput,
+    OrderView,
+    evaluate,
+)
+from engine.processor import Output
+from engine.trading_state import (
+    RANK,
+    Reading,
+    ScopeState,
+    Transition,
+    validate_command,
+)
+from schemas.common import Envelope, Severity, TradingState, scope_id, scope_kind
+from schemas.control import LimitConfig, StateCommand, TradingStateCommand
+from schemas.orders import (
+    ExecType,
+    ExecutionReport,
+    MassCancel,
+    OrderCancel,
+    OrderEvent,
+    OrderNew,
+    OrderReplace,
+)
+from schemas.outputs import (
+    AccountRisk,
+    BreachLevel,
+    Decision,
+    FeatureContribution,
+    InstrumentRisk,
+    LimitBreach,
+    PositionRisk,
+    RiskAlert,
+    RiskDecision,
+    TradingStateChanged,
+)
+
+NAME = "order-worker"
+_ONE = np.ones((1, 1))
+PER_ORDER_METRICS = ("order_notional", "order_qty", "adv_participation", "order_rate")
+MONITORED_METRICS = ("position_long", "position_short", "gross_exposure", "net_exposure",
+                     "credit", "leverage", "concentration", *STATE_METRICS)
+SNAPSHOT_VERSION = 1
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+@dataclass
+class IdMemory:
+    """The last `size` ids seen, as 64-bit digests (bounded memory, tiny snapshots)."""
+
+    size: int
+    order: deque[int] = field(default_factory=deque)
+    members: set[int] = field(default_factory=set)
+
+    def seen_or_add(self, text: str) -> bool:
+        d = _digest(text)
+        if d in self.members:
+            return True
+        self.order.append(d)
+        self.members.add(d)
+        if len(self.order) > self.size:
+            self.members.discard(self.order.popleft())
+        return False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"size": self.size, "order": list(self.order)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.size = state["size"]
+        self.order = deque(state["order"])
+        self.members = set(self.order)
+
+
+@dataclass
+class AccountState:
+    """Everything the worker keeps for one account (the unit of snapshot and hand-over)."""
+
+    account: str
+    book: AccountBook
+    machine: ScopeState
+    model: OrderFlowModel
+    seen_orders: IdMemory
+    seen_execs: IdMemory
+    strategies: dict[str, ScopeState] = field(default_factory=dict)
+    messages: deque[int] = field(default_factory=deque)
+    strategy_messages: dict[str, deque[int]] = field(default_factory=dict)
+    throttle_hits: deque[int] = field(default_factory=deque)
+    recent: dict[tuple[Any, ...], tuple[int, str]] = field(default_factory=dict)
+    recent_order: deque[tuple[int, tuple[Any, ...]]] = field(default_factory=deque)
+    breach_levels: dict[str, BreachLevel] = field(default_factory=dict)
+    last_publish_ts: int | None = None
+    last_ts: int = 0
+    version: int = SNAPSHOT_VERSION
+
+
+@dataclass
+class _CachedLimits:
+    version: int
+    start: int
+    end: int
+    scopes: OrderScopes
+    resolved: dict[tuple[str, str], EffectiveLimit]
+
+
+def _prune(window: deque[int], since: int) -> None:
+    while window and window[0] <= since:
+        window.popleft()
+
+
+class OrderRiskProcessor:
+    """Order and account risk for the `order-worker` (see the module docstring).
+
+    `clock` times the gate for `decision_latency_ns` only; it never affects a decision.
+    """
+
+    name = NAME
+
+    def __init__(self, config: OrderConfig | None = None, *, publish_scope_events: bool = True,
+                 clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.config = config or OrderConfig()
+        self.publish_scope_events = publish_scope_events
+        self._clock = clock
+        self.accounts: dict[str, AccountState] = {}
+        self.instruments: AsOfTable[InstrumentRisk] = AsOfTable(self.config.instrument_history)
+        cov = self.config.covariance
+        self.covariance = EwmaCovariance(cov.lam, cov.bucket_ns, cov.min_obs, cov.versions)
+        self.limits = LimitBook(defaults=dict(self.config.default_limits))
+        self.scope_states: dict[str, ScopeState] = {}
+        self.commands: dict[str, TradingStateCommand] = {}
+        self._account_commands: dict[str, dict[str, TradingStateCommand]] = {}
+        self._dirty: set[str] = set()
+        self._limit_cache: dict[tuple[str, str, str], _CachedLimits] = {}
+        self._handlers: dict[str, Callable[[Any], list[Output]]] = {
+            "OrderNew": self._on_order, "OrderReplace": self._on_order,
+            "OrderCancel": self._on_cancel, "ExecutionReport": self._on_execution,
+            "MassCancel": self._on_mass_cancel, "InstrumentRisk": self._on_instrument,
+            "LimitConfig": self._on_limit, "TradingStateCommand": self._on_command,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Any, config: OrderConfig | None = None,
+                      **kwargs: Any) -> OrderRiskProcessor:
+        """Apply the settings that concern the gate (fail closed on missing reference)."""
+        cfg = (config or OrderConfig()).model_copy(update={
+            "fail_closed_on_missing_reference": settings.fail_closed_on_missing_reference})
+        return cls(cfg, **kwargs)
+
+    # --- Processor protocol ---------------------------------------------------------------
+
+    def key_of(self, event: Envelope) -> str | None:
+        return event.account if isinstance(event, OrderEvent) else None
+
+    def process(self, event: Envelope) -> Sequence[Output]:
+        handler = self._handlers.get(event.type)
+        return handler(event) if handler is not None else []
+
+    def dirty_keys(self) -> set[str]:
+        keys, self._dirty = self._dirty, set()
+        return keys
+
+    def snapshot(self, key: str) -> bytes | None:
+        state = self.accounts.get(key)
+        return None if state is None else pickle.dumps(state, protocol=5)
+
+    def restore(self, key: str, data: bytes | None) -> None:
+        if data is None:
+            self.accounts.pop(key, None)
+            return
+        state = pickle.loads(data)  # the runtime checked the snapshot's HMAC before this
+        if not isinstance(state, AccountState) or state.version != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot of {key!r} is not an AccountState v{SNAPSHOT_VERSION}")
+        self.accounts[key] = state
+
+    def evict(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.accounts.pop(key, None)
+            self._dirty.discard(key)
+
+    # --- table introspection (for the runtime's event-time alignment) ----------------------
+
+    def instrument_watermark(self, symbol: str) -> int | None:
+        """Event time of the newest InstrumentRisk seen for `symbol` (None: never seen)."""
+        return self.instruments.watermark(symbol)
+
+    def instrument_as_of(self, symbol: str, ts: int) -> InstrumentRisk | None:
+        return self.instruments.as_of(symbol, ts)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _env(self, cause: Envelope, rule: str) -> dict[str, Any]:
+        return output_envelope(cause, rule, self.name)
+
+    def _new_state(self, account: str) -> AccountState:
+        cfg = self.config
+        return AccountState(
+            account=account, book=AccountBook(account),
+            machine=ScopeState(f"account:{account}", auto_recover=cfg.auto_recover),
+            model=OrderFlowModel(cfg.personal), seen_orders=IdMemory(cfg.order_id_memory),
+            seen_execs=IdMemory(cfg.exec_id_memory))
+
+    def _account(self, account: str, cause: Envelope) -> tuple[AccountState, list[Output]]:
+        """The account's state, created on first sight; pending commands are applied."""
+        st = self.accounts.get(account)
+        if st is None:
+            st = self.accounts[account] = self._new_state(account)
+        self._dirty.add(account)
+        out: list[Output] = []
+        cmd = self.commands.get(st.machine.scope)
+        if cmd is not None and cmd.event_id != st.machine.last_command_id \
+                and cmd.ts_event >= st.machine.last_command_ts:
+            out += self._apply_account_command(st, cmd, None)
+        for scope, cmd in sorted(self._account_commands.get(account, {}).items()):
+            strategy = scope_id(scope).split("/", 1)[1]
+            machine = st.strategies.get(strategy)
+            if machine is None or (cmd.event_id != machine.last_command_id
+                                   and cmd.ts_event >= machine.last_command_ts):
+                out += self._apply_account_command(st, cmd, strategy)
+        return st, out
+
+    def _strategy_machine(self, st: AccountState, strategy: str) -> ScopeState:
+        machine = st.strategies.get(strategy)
+        if machine is None:
+            machine = st.strategies[strategy] = ScopeState(
+                strategy_scope(st.account, strategy), auto_recover=self.config.auto_recover)
+        return machine
+
+    def _refresh(self, st: AccountState, ts: int, extra: str | None = None) -> None:
+        """Roll the trading day and mark the book with prices as of `ts`."""
+        book = st.book
+        day = self.config.day_of(ts)
+        if book.day is None or day > book.day:
+            if book.day is not None:
+                day_start = day * 86_400_000_000_000 - self.config.day_offset_ns
+                self._mark(book, day_start - 1)
+            book.roll_day(day)
+        self._mark(book, ts, extra)
+        book.update_path()
+        st.last_ts = max(st.last_ts, ts)
+
+    def _mark(self, book: AccountBook, ts: int, extra: str | None = None) -> None:
+        symbols = book.symbols()
+        if extra is not None:
+            symbols.add(extra)
+        for symbol in symbols:
+            ref = self.instruments.as_of(symbol, ts)
+            if ref is not None:
+                book.mark(symbol, ref.price)
+
+    def _effective_state(self, st: AccountState, scopes: OrderScopes,
+                         strategy: str | None) -> tuple[TradingState, str, str]:
+        candidates: list[ScopeState] = []
+        for scope in reversed(scopes.ancestors):
+            machine = self.scope_states.get(scope)
+            if machine is not None:
+                candidates.append(machine)
+        if scopes.firm is None:  # fail-safe: a firm-wide state reaches accounts with no firm
+            candidates += [m for s, m in sorted(self.scope_states.items())
+                           if scope_kind(s) == "firm"]
+        candidates.append(st.machine)
+        if strategy is not None and strategy in st.strategies:
+            candidates.append(st.strategies[strategy])
+        machine = self.scope_states.get(scopes.instrument)
+        if machine is not None:
+            candidates.append(machine)
+        worst: ScopeState | None = None
+        for candidate in candidates:
+            if worst is None or RANK[candidate.state] > RANK[worst.state]:
+                worst = candidate
+        if worst is None or worst.state is TradingState.ACTIVE:
+            return TradingState.ACTIVE, "", ""
+        return worst.state, worst.scope, worst.cause
+
+    def _limits_for(self, account: str, strategy: str, symbol: str, ts: int
+                    ) -> tuple[OrderScopes, Callable[[str, Group], EffectiveLimit]]:
+        """The scopes of an order and a lookup of its effective limits at `ts`.
+
+        Resolutions are cached per (account, strategy, symbol) until the limit book changes
+        or `ts` leaves the interval in which no override starts or stops applying.
+        """
+        book = self.limits
+        key = (account, strategy, symbol)
+        entry = self._limit_cache.get(key)
+        if entry is None or entry.version != book.version or not entry.start <= ts < entry.end:
+            if len(self._limit_cache) >= 100_000:
+                self._limit_cache.clear()
+            start, end = book.validity(ts)
+            entry = self._limit_cache[key] = _CachedLimits(
+                book.version, start, end, book.order_scopes(account, strategy, symbol), {})
+        resolved, scopes = entry.resolved, entry.scopes
+
+        def limit(metric: str, group: Group) -> EffectiveLimit:
+            found = resolved.get((metric, group))
+            if found is None:
+                found = resolved[(metric, group)] = book.resolve(metric, scopes, ts, group)
+            return found
+
+        return scopes, limit
+
+    # --- orders ---------------------------------------------------------------------------
+
+    def _on_order(self, ev: OrderNew | OrderReplace) -> list[Output]:
+        st, out = self._account(ev.account, ev)
+        if st.seen_orders.seen_or_add(ev.event_id):
+            return out  # the same order event again: it was decided already
+        t0 = self._clock()
+        cfg = self.config
+        ts = ev.ts_event
+        self._refresh(st, ts, ev.symbol)
+        book = st.book
+        ref = self.instruments.as_of(ev.symbol, ts)
+        scopes, limit = self._limits_for(ev.account, ev.strategy, ev.symbol, ts)
+        state, state_scope, cause = self._effective_state(st, scopes, ev.strategy)
+
+        # rate windows count every order message, this one included
+        since = ts - cfg.throttle_window_ns
+        _prune(st.messages, since)
+        st.messages.append(ts)
+        strat_window = st.strategy_messages.setdefault(ev.strategy, deque())
+        _prune(strat_window, since)
+        strat_window.append(ts)
+
+        content = (ev.symbol, ev.side.value, ev.ord_type.value, ev.price, ev.qty, ev.strategy)
+        horizon = ts - cfg.duplicate_window_ns
+        while st.recent_order and st.recent_order[0][0] < horizon:
+            old_ts, old_key = st.recent_order.popleft()
+            if st.recent.get(old_key, (None,))[0] == old_ts:
+                del st.recent[old_key]
+        dup = st.recent.get(content)
+        replaces = book.open_orders.get(ev.orig_cl_ord_id) \
+            if isinstance(ev, OrderReplace) else None
+
+        px = ev.price if ev.price is not None else (ref.price if ref is not None else None)
+        distance = None
+        if ref is not None and ev.price is not None:
+            distance = abs(ev.price - ref.price) / (max(ref.vol, cfg.collar_min_vol) * ref.price)
+        features = st.model.features(qty=ev.qty, notional=ev.qty * (px or 0.0),
+                                     adv=ref.adv if ref is not None else None,
+                                     price_distance_vol=distance, ts=ts)
+        score = st.model.score_one(features)
+        gate = GateInput(
+            order=OrderView(ev.account, ev.strategy, ev.symbol, ev.side, ev.qty, ev.price,
+                            ev.cl_ord_id, ts, ev.ord_type, replaces),
+            ref=ref, book=book, config=cfg, limit=limit, trading_state=state,
+            state_scope=state_scope, state_cause=cause, account_messages=len(st.messages),
+            strategy_messages=len(strat_window),
+            duplicate_of=dup[1] if dup is not None and dup[0] >= horizon else None,
+            personal_qty=st.model.suggest_limit("order_qty", limit("order_qty", "order").hard),
+            personal_notional=st.model.suggest_limit("order_notional",
+                                                     limit("order_notional", "order").hard),
+            exposure=book.exposure())
+        result = evaluate(gate)
+        accepted = result.accepted
+        if accepted:
+            if replaces is not None:
+                book.remove_order(replaces.cl_ord_id)
+            book.add_order(OpenOrder(ev.cl_ord_id, ev.symbol, ev.side, ev.qty, ev.price,
+                                     ev.strategy, ts))
+            st.recent[content] = (ts, ev.cl_ord_id)
+            st.recent_order.append((ts, content))
+        decision = RiskDecision(
+            **self._env(ev, "DECISION"), account=ev.account, strategy=ev.strategy,
+            symbol=ev.symbol, cl_ord_id=ev.cl_ord_id, order_event_id=ev.event_id,
+            decision=Decision.ACCEPT if accepted else Decision.DENY,
+            reason_codes=result.reason_codes, checks=[f.result for f in result.failures],
+            warnings=[f.result for f in result.warnings], trading_state=state)
+        decision = decision.model_copy(update={"decision_latency_ns": self._clock() - t0})
+        out.append(Output(RiskDecision.TOPIC, ev.account, decision))
+
+        # learn after scoring, then the consequences of this order
+        st.model.learn_one(features, ts)
+        st.model.observe_score(score.score)
+        if score.unusual:
+            out.append(self._unusual_alert(ev, score))
+        if any(f.result.code == RATE_THROTTLE for f in result.failures):
+            st.throttle_hits.append(ts)
+        out += self._order_breaches(st, ev, result.failures + result.warnings, scopes)
+        change = result.account_change
+        exposure = None if change is None else (change.after if accepted else change.before)
+        out += self._monitor(st, ev, scopes, limit, publish=False, exposure=exposure)
+        return out
+
+    def _unusual_alert(self, ev: OrderNew | OrderReplace, score: PersonalScore) -> Output:
+        names = ", ".join(f"{n} z={z:.1f}" for n, _, z in score.top)
+        alert = RiskAlert(
+            **self._env(ev, "ORDER_UNUSUAL"), reason_code="ORDER_UNUSUAL",
+            severity=Severity.WARNING, entity=ev.account, entity_kind="account",
+            observed=score.score, threshold=0.5,
+            message=f"order {ev.cl_ord_id} on {ev.symbol} is unusual for account {ev.account}"
+                    f" ({names})",
+            features=[FeatureContribution(name=n, value=v, contribution=z)
+                      for n, v, z in score.top],
+            model="personal-orderflow", cause_event_id=ev.event_id)
+        return Output(RiskAlert.TOPIC, ev.account, alert)
+
+    def _breach(self, st: AccountState, cause: Envelope, metric: str, level: BreachLevel | None,
+                observed: float, limit: float | None, scope: str | None,
+                message: str) -> Output | None:
+        """A LimitBreach when `metric`'s level rose since the last report."""
+        previous = st.breach_levels.get(metric)
+        if level is None:
+            st.breach_levels.pop(metric, None)
+            return None
+        st.breach_levels[metric] = level
+        if previous is level or previous is BreachLevel.HARD or limit is None:
+            return None
+        where = scope if scope and scope != "default" else f"account:{st.account}"
+        breach = LimitBreach(**self._env(cause, f"BREACH:{metric}:{level.value}"),
+                             account=st.account, scope=where, metric=metric, level=level,
+                             observed=observed, limit=limit, message=message[:1000])
+        return Output(LimitBreach.TOPIC, st.account, breach)
+
+    def _order_breaches(self, st: AccountState, ev: Envelope, findings: list[Finding],
+                        scopes: OrderScopes) -> list[Output]:
+        by_metric: dict[str, Finding] = {}
+        for f in findings:
+            if f.metric in PER_ORDER_METRICS:
+                best = by_metric.get(f.metric)
+                if best is None or (f.hard and not best.hard):
+                    by_metric[f.metric] = f
+        out = []
+        for metric in PER_ORDER_METRICS:
+            hit = by_metric.get(metric)
+            if hit is None:
+                breach = self._breach(st, ev, metric, None, 0.0, None, None, "")
+            else:
+                breach = self._breach(st, ev, metric,
+                                      BreachLevel.HARD if hit.hard else BreachLevel.SOFT,
+                                      hit.result.observed or 0.0, hit.result.limit, hit.source,
+                                      hit.result.message)
+            if breach is not None:
+                out.append(breach)
+        return out
+
+    # --- account monitoring ---------------------------------------------------------------
+
+    def _var(self, st: AccountState, ts: int) -> tuple[float, float, float, float]:
+        """(VaR 95, ES 97.5, days to liquidate, liquidity cost) of the account at `ts`."""
+        positions = st.book.signed_positions()
+        if not positions:
+            return 0.0, 0.0, 0.0, 0.0
+        symbols = [s for s, _ in positions]
+        exposures, var_f, es_f, advs, spreads = [], [], [], [], []
+        fallback = self.config.missing_var_fraction
+        for symbol, qty in positions:
+            ref = self.instruments.as_of(symbol, ts)
+            exposures.append(qty * st.book.price(symbol))
+            var_f.append(ref.var_95 if ref is not None else fallback)
+            es_f.append(ref.es_975 if ref is not None else fallback)
+            advs.append(ref.adv if ref is not None else None)
+            spreads.append(ref.spread_bps if ref is not None else None)
+        corr = self.covariance.correlation(symbols, ts) if len(symbols) > 1 else _ONE
+        days, cost = liquidity([q for _, q in positions], advs, exposures, spreads,
+                               self.config.liquidation_participation)
+        return (portfolio_var(exposures, var_f, corr), portfolio_var(exposures, es_f, corr),
+                days, cost)
+
+    def _monitor(self, st: AccountState, cause: Envelope, scopes: OrderScopes | None,
+                 limit: Callable[[str, Group], EffectiveLimit] | None, *, publish: bool,
+                 force_state: bool = False, exposure: Exposure | None = None) -> list[Output]:
+        """Breaches, state transitions and (when due) the AccountRisk snapshot."""
+        ts = cause.ts_event
+        cfg = self.config
+        if scopes is None or limit is None:
+            scopes, limit = self._limits_for(st.account, "default", "-", ts)
+        book = st.book
+        capital = self.limits.capital(scopes, ts, cfg.default_capital)
+        metrics = book.metrics(capital)
+        if exposure is None:
+            exposure = book.exposure()
+        var95, es975, days, cost = self._var(st, ts)
+        _prune(st.throttle_hits, ts - cfg.throttle_hits_window_ns)
+        observed = {
+            "position_long": exposure.long, "position_short": exposure.short,
+            "gross_exposure": exposure.gross, "net_exposure": exposure.net,
+            "credit": exposure.long + exposure.short + max(0.0, -metrics.total_pnl),
+            "leverage": metrics.leverage,
+            "concentration": metrics.largest_share,
+            "day_loss": max(0.0, -metrics.day_pnl),
+            "drawdown_intraday": metrics.drawdown_intraday,
+            "drawdown_trailing": metrics.drawdown_trailing, "var_95": var95,
+            "anomaly_score": st.model.score_ewma, "throttle_hits": float(len(st.throttle_hits)),
+        }
+        out: list[Output] = []
+        readings = []
+        for metric in MONITORED_METRICS:
+            lim = limit(metric, "account")
+            value = observed[metric]
+            level = None
+            if lim.hard is not None and value > lim.hard + EPS:
+                level, bound, source = BreachLevel.HARD, lim.hard, lim.hard_source
+            elif lim.soft is not None and value > lim.soft + EPS:
+                level, bound, source = BreachLevel.SOFT, lim.soft, lim.soft_source
+            else:
+                bound, source = None, None
+            breach = self._breach(st, cause, metric, level, value, bound, source,
+                                  f"{metric} {value:.6g} above the {level.value if level else ''}"
+                                  f" limit {bound if bound is not None else ''}")
+            if breach is not None:
+                out.append(breach)
+            if metric in STATE_METRICS:
+                readings.append(Reading(metric, value, lim.soft, lim.hard))
+        transition = st.machine.evaluate(readings, ts)
+        if transition is not None:
+            out += self._transition_outputs(st, transition, cause)
+        state = st.machine.state
+        due = (st.last_publish_ts is None
+               or ts - st.last_publish_ts >= cfg.account_publish_interval_ns)
+        if publish or force_state or transition is not None or due:
+            st.last_publish_ts = ts
+            positions = [PositionRisk(
+                symbol=s, qty=p.qty, avg_cost=p.avg_cost, mark=book.price(s),
+                market_value=p.qty * book.price(s),
+                unrealized_pnl=p.qty * (book.price(s) - p.avg_cost), realized_pnl=p.realized)
+                for s, p in sorted(book.positions.items())]
+            snapshot = AccountRisk(
+                **self._env(cause, f"ACCOUNT_RISK:{st.account}"), account=st.account,
+                desk=scope_id(scopes.desk) if scopes.desk else None,
+                firm=scope_id(scopes.firm) if scopes.firm else None,
+                trading_state=state, positions=positions,
+                realized_pnl=metrics.realized_pnl, unrealized_pnl=metrics.unrealized_pnl,
+                day_pnl=metrics.day_pnl, gross_exposure=metrics.gross_exposure,
+                net_exposure=metrics.net_exposure, long_exposure=metrics.long_exposure,
+                short_exposure=metrics.short_exposure, leverage=metrics.leverage,
+                hhi=metrics.hhi, largest_share=metrics.largest_share,
+                drawdown_intraday=max(0.0, metrics.drawdown_intraday),
+                drawdown_trailing=max(0.0, metrics.drawdown_trailing), var_95=var95,
+                es_975=es975, open_order_notional=metrics.open_order_notional,
+                counterparty_exposure=metrics.counterparty_exposure,
+                time_to_liquidate_days=days, liquidity_adjusted_var=var95 + cost,
+                anomaly_score=min(1.0, max(0.0, st.model.score_ewma)))
+            out.append(Output(AccountRisk.TOPIC, st.account, snapshot))
+        return out
+
+    def _transition_outputs(self, st: AccountState | None, tr: Transition, cause: Envelope,
+                            *, publish: bool = True) -> list[Output]:
+        out: list[Output] = []
+        if publish:
+            changed = TradingStateChanged(
+                **self._env(cause, f"STATE:{tr.scope}:{tr.to_state.value}"), scope=tr.scope,
+                from_state=tr.from_state, to_state=tr.to_state, cause=tr.cause[:500],
+                metric=tr.metric, observed=tr.observed, threshold=tr.threshold, actor=tr.actor)
+            out.append(Output(TradingStateChanged.TOPIC, tr.scope, changed))
+        if st is not None and tr.to_state is TradingState.HALTED and tr.actor is None \
+                and self.config.cancel_on_halt:
+            out += self._mass_cancel(st, cause, tr.scope, None, tr.cause, self.name, always=False)
+        return out
+
+    def _mass_cancel(self, st: AccountState, cause: Envelope, scope: str, symbol: str | None,
+                     reason: str, requested_by: str, *, always: bool) -> list[Output]:
+        """Cancel the account's open orders in `scope` (submitted up to the cause's time)."""
+        strategy = scope_id(scope).split("/", 1)[1] if scope_kind(scope) == "strategy" else None
+        orders = st.book.open_orders_in(strategy=strategy, symbol=symbol,
+                                        up_to_ts=cause.ts_event)
+        if not orders and not always:
+            return []
+        for order in orders:
+            st.book.remove_order(order.cl_ord_id)
+        self._dirty.add(st.account)
+        cancel = MassCancel(**self._env(cause, f"MASS_CANCEL:{st.account}:{scope}"),
+                            account=st.account, scope=scope, symbol=symbol,
+                            reason=reason[:500] or "mass cancel", requested_by=requested_by)
+        return [Output(MassCancel.TOPIC, st.account, cancel)]
+
+    # --- cancels, executions, mass cancels ------------------------------------------------
+
+    def _on_cancel(self, ev: OrderCancel) -> list[Output]:
+        st, out = self._account(ev.account, ev)
+        if st.seen_orders.seen_or_add(ev.event_id):
+            return out
+        self._refresh(st, ev.ts_event)
+        _prune(st.messages, ev.ts_event - self.config.throttle_window_ns)
+        st.messages.append(ev.ts_event)
+        order = st.book.remove_order(ev.orig_cl_ord_id)
+        if order is not None:
+            window = st.strategy_messages.setdefault(order.strategy, deque())
+            _prune(window, ev.ts_event - self.config.throttle_window_ns)
+            window.append(ev.ts_event)
+        st.model.learn_cancel()
+        return out + self._monitor(st, ev, None, None, publish=False)
+
+    def _on_execution(self, ev: ExecutionReport) -> list[Output]:
+        st, out = self._account(ev.account, ev)
+        if st.seen_execs.seen_or_add(ev.exec_id):
+            return out  # a duplicate execution report changes nothing
+        book = st.book
+        self._refresh(st, ev.ts_event, ev.symbol)
+        fill = ev.exec_type in (ExecType.PARTIAL_FILL, ExecType.FILL)
+        if fill:
+            assert ev.last_px is not None
+            order = book.open_orders.get(ev.cl_ord_id)
+            book.apply_fill(ev.symbol, ev.side, ev.last_qty, ev.last_px,
+                            order.strategy if order is not None else "default",
+                            ev.counterparty)
+            book.set_leaves(ev.cl_ord_id, ev.leaves_qty)
+            self._mark(book, ev.ts_event, ev.symbol)
+            book.update_path()
+        elif ev.exec_type is ExecType.NEW:
+            if ev.cl_ord_id not in book.open_orders and ev.leaves_qty > EPS:
+                book.add_order(OpenOrder(ev.cl_ord_id, ev.symbol, ev.side, ev.leaves_qty, None,
+                                         "default", ev.ts_event))
+        elif ev.exec_type is ExecType.REPLACED:
+            book.set_leaves(ev.cl_ord_id, ev.leaves_qty)
+        else:  # canceled, expired, rejected: the order is gone
+            book.remove_order(ev.cl_ord_id)
+        return out + self._monitor(st, ev, None, None, publish=fill)
+
+    def _on_mass_cancel(self, ev: MassCancel) -> list[Output]:
+        st, out = self._account(ev.account, ev)
+        if st.seen_orders.seen_or_add(ev.event_id):
+            return out
+        strategy = scope_id(ev.scope).split("/", 1)[1] \
+            if scope_kind(ev.scope) == "strategy" else None
+        symbol = ev.symbol or (scope_id(ev.scope) if scope_kind(ev.scope) == "instrument"
+                               else None)
+        for order in st.book.open_orders_in(strategy=strategy, symbol=symbol,
+                                            up_to_ts=ev.ts_event):
+            st.book.remove_order(order.cl_ord_id)
+        return out
+
+    # --- tables ---------------------------------------------------------------------------
+
+    def _on_instrument(self, ev: InstrumentRisk) -> list[Output]:
+        self.instruments.put(ev.symbol, ev.ts_event, ev)
+        self.covariance.update(ev.symbol, ev.price, ev.ts_event)
+        cfg = self.config
+        scope = f"instrument:{ev.symbol}"
+        machine = self.scope_states.get(scope)
+        if machine is None:
+            machine = self.scope_states[scope] = ScopeState(scope, auto_recover=cfg.auto_recover)
+        readings = [
+            Reading("stale_data", 1.0 if ev.stale else 0.0,
+                    0.5 if cfg.stale_reduces_instrument else None, None),
+            Reading("anomaly_score", ev.anomaly_score, cfg.instrument_anomaly_reduce,
+                    cfg.instrument_anomaly_halt),
+        ]
+        tr = machine.evaluate(readings, ev.ts_event)
+        if tr is None:
+            return []
+        out = self._transition_outputs(None, tr, ev, publish=self.publish_scope_events)
+        if tr.to_state is TradingState.HALTED and cfg.cancel_on_halt:
+            for account in sorted(self.accounts):
+                st = self.accounts[account]
+                out += self._mass_cancel(st, ev, scope, ev.symbol, tr.cause, self.name,
+                                         always=False)
+        return out
+
+    def _rejected(self, cause: Envelope, code: str, scope: str, reason: str) -> list[Output]:
+        alert = RiskAlert(**self._env(cause, code), reason_code=code, severity=Severity.WARNING,
+                          entity=scope, entity_kind="scope", observed=0.0, threshold=0.0,
+                          message=f"{cause.type} for {scope} rejected: {reason}"[:1000],
+                          cause_event_id=cause.event_id)
+        return [Output(RiskAlert.TOPIC, scope, alert)]
+
+    def _on_limit(self, ev: LimitConfig) -> list[Output]:
+        if ev.source == self.name:
+            return []  # our own audit echo read back: already applied
+        result = self.limits.apply(ev)
+        if not result.accepted:
+            return self._rejected(ev, "LIMIT_CHANGE_REJECTED", ev.scope, result.reason)
+        topic = self.config.limit_audit_topic
+        if not result.changed or topic is None:
+            return []
+        echo = ev.model_copy(update=self._env(ev, "LIMIT_AUDIT"))
+        return [Output(topic, f"{AUDIT_KEY_PREFIX}{ev.scope}/{echo.event_id}", echo)]
+
+    def _on_command(self, cmd: TradingStateCommand) -> list[Output]:
+        reason = validate_command(cmd)
+        if reason is not None:
+            return self._rejected(cmd, "COMMAND_REJECTED", cmd.scope, reason)
+        previous = self.commands.get(cmd.scope)
+        if previous is not None and (previous.event_id == cmd.event_id
+                                     or cmd.ts_event < previous.ts_event):
+            return []  # a repeat, or older than the command already in force
+        self.commands[cmd.scope] = cmd
+        kind = scope_kind(cmd.scope)
+        if kind == "account":
+            st = self.accounts.get(scope_id(cmd.scope))
+            return [] if st is None else self._apply_account_command(st, cmd, None)
+        if kind == "strategy":
+            account, _, strategy = scope_id(cmd.scope).partition("/")
+            self._account_commands.setdefault(account, {})[cmd.scope] = cmd
+            st = self.accounts.get(account)
+            return [] if st is None or not strategy else \
+                self._apply_account_command(st, cmd, strategy)
+        machine = self.scope_states.get(cmd.scope)
+        if machine is None:
+            machine = self.scope_states[cmd.scope] = ScopeState(
+                cmd.scope, auto_recover=self.config.auto_recover)
+        tr = machine.command(cmd)
+        out = [] if tr is None else self._transition_outputs(None, tr, cmd,
+                                                             publish=self.publish_scope_events)
+        if cmd.command is StateCommand.KILL:
+            symbol = scope_id(cmd.scope) if kind == "instrument" else None
+            for account in sorted(self.accounts):
+                if symbol is None and not self.limits.in_scope(account, cmd.scope):
+                    continue
+                st = self.accounts[account]
+                out += self._mass_cancel(st, cmd, cmd.scope, symbol,
+                                         f"kill switch by {cmd.issued_by}: {cmd.reason}",
+                                         cmd.issued_by, always=False)
+        return out
+
+    def _apply_account_command(self, st: AccountState, cmd: TradingStateCommand,
+                               strategy: str | None) -> list[Output]:
+        machine = st.machine if strategy is None else self._strategy_machine(st, strategy)
+        tr = machine.command(cmd)
+        self._dirty.add(st.account)
+        out: list[Output] = [] if tr is None else self._transition_outputs(st, tr, cmd)
+        if cmd.command is StateCommand.KILL:
+            out += self._mass_cancel(st, cmd, cmd.scope, None,
+                                     f"kill switch by {cmd.issued_by}: {cmd.reason}",
+                                     cmd.issued_by, always=True)
+        if tr is not None and strategy is None:
+            out += self._monitor(st, cmd, None, None, publish=True)
+        return out
+
