@@ -134,7 +134,7 @@ class OrderConfig(BaseModel):
     """VaR/ES fraction assumed for a position whose instrument has no risk snapshot yet."""
     covariance: CovarianceConfig = Field(default_factory=CovarianceConfig)
     exec_id_memory: Annotated[int, Field(ge=16)] = 8192
-    order_id_memory: Annotated[int, Field(ge=16)] = 4096
+    order_id_memory: Annotated[int, Field(ge=16)] = 1024
     limit_audit_topic: str | None = "risk.limits"
 
     def day_of(self, ts: int) -> int:

@@ -128,6 +128,8 @@ PER_ORDER_METRICS = ("order_notional", "order_qty", "adv_participation", "order_
 MONITORED_METRICS = ("position_long", "position_short", "gross_exposure", "net_exposure",
                      "credit", "leverage", "concentration", *STATE_METRICS)
 SNAPSHOT_VERSION = 1
+_TABLE_TYPES = {"risk.instruments": ("InstrumentRisk",), "risk.limits": ("LimitConfig",),
+                "risk.control": ("TradingStateCommand",)}
 
 
 def _digest(text: str) -> int:
@@ -204,6 +206,8 @@ class OrderRiskProcessor:
     """
 
     name = NAME
+    tables: tuple[str, ...] = ("risk.instruments", "risk.limits", "risk.control")
+    """Side tables (engine.processor.TableProcessor): read in full by every worker."""
 
     def __init__(self, config: OrderConfig | None = None, *, publish_scope_events: bool = True,
                  clock: Callable[[], int] = time.perf_counter_ns) -> None:
@@ -243,6 +247,30 @@ class OrderRiskProcessor:
     def process(self, event: Envelope) -> Sequence[Output]:
         handler = self._handlers.get(event.type)
         return handler(event) if handler is not None else []
+
+    def apply_table(self, topic: str, event: Envelope) -> Sequence[Output]:
+        """A table event (InstrumentRisk, LimitConfig or TradingStateCommand)."""
+        if event.type not in _TABLE_TYPES.get(topic, ()):
+            return []
+        return self.process(event)
+
+    def output_owner(self, output: Output) -> str | None:
+        """The account (state key) an output belongs to, or None for a firm-, desk- or
+        instrument-wide output that every worker computes alike (audit echoes, rejections,
+        scope transitions): those should be published by one worker only."""
+        value = output.value
+        account = getattr(value, "account", None)
+        if isinstance(account, str):
+            return account
+        if isinstance(value, TradingStateChanged):
+            kind = scope_kind(value.scope)
+            if kind == "account":
+                return scope_id(value.scope)
+            if kind == "strategy":
+                return scope_id(value.scope).split("/", 1)[0]
+        if isinstance(value, RiskAlert) and value.entity_kind == "account":
+            return value.entity
+        return None
 
     def dirty_keys(self) -> set[str]:
         keys, self._dirty = self._dirty, set()
@@ -411,7 +439,7 @@ class OrderRiskProcessor:
 
         content = (ev.symbol, ev.side.value, ev.ord_type.value, ev.price, ev.qty, ev.strategy)
         horizon = ts - cfg.duplicate_window_ns
-        while st.recent_order and st.recent_order[0][0] < horizon:
+        while st.recent_order and st.recent_order[0][0] <= horizon:
             old_ts, old_key = st.recent_order.popleft()
             if st.recent.get(old_key, (None,))[0] == old_ts:
                 del st.recent[old_key]
@@ -433,7 +461,7 @@ class OrderRiskProcessor:
             ref=ref, book=book, config=cfg, limit=limit, trading_state=state,
             state_scope=state_scope, state_cause=cause, account_messages=len(st.messages),
             strategy_messages=len(strat_window),
-            duplicate_of=dup[1] if dup is not None and dup[0] >= horizon else None,
+            duplicate_of=dup[1] if dup is not None and dup[0] > horizon else None,
             personal_qty=st.model.suggest_limit("order_qty", limit("order_qty", "order").hard),
             personal_notional=st.model.suggest_limit("order_notional",
                                                      limit("order_notional", "order").hard),

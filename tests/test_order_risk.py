@@ -1,0 +1,448 @@
+"""The order risk processor end to end, without a broker: decisions, fills, limits, audit,
+duplicates, snapshots and determinism.
+
+The factories at the top are shared by the other order-risk test modules.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.envelope import comparable
+from engine.limits import AUDIT_KEY_PREFIX
+from engine.order_config import OrderConfig
+from engine.order_risk import OrderRiskProcessor
+from engine.processor import Output, Processor, TableProcessor
+from schemas.codec import to_object
+from schemas.common import Envelope
+from schemas.control import LimitConfig, LimitLevel, LimitOverride, TradingStateCommand
+from schemas.orders import ExecutionReport, OrderCancel, OrderNew, OrderReplace
+from schemas.outputs import InstrumentRisk
+
+S = 1_000_000_000
+_ids = itertools.count()
+
+
+def eid(prefix: str = "e") -> str:
+    return f"{prefix}{next(_ids)}"
+
+
+def irisk(symbol: str = "AAPL", ts: int = 0, price: float = 100.0, **kw: Any) -> InstrumentRisk:
+    values: dict[str, Any] = {"vol": 0.01, "var_95": 0.02, "var_99": 0.03, "es_975": 0.03,
+                              "var_method": "ewma", "adv": 1_000_000.0, "tick_size": 0.01,
+                              "lot_size": 1.0}
+    values.update(kw)
+    return InstrumentRisk(event_id=eid("ir"), ts_event=ts, ts_init=0, source="market-worker",
+                          symbol=symbol, price=price, **values)
+
+
+def order(account: str = "A", symbol: str = "AAPL", ts: int = S, side: str = "buy",
+          qty: float = 100, price: float | None = 100.0, cl: str | None = None,
+          **kw: Any) -> OrderNew:
+    if price is None:
+        kw.setdefault("ord_type", "market")
+    return OrderNew(event_id=eid("o"), ts_event=ts, ts_init=0, source="oms", account=account,
+                    symbol=symbol, side=side, qty=qty, price=price, cl_ord_id=cl or eid("c"),
+                    **kw)
+
+
+def replace(orig: str, account: str = "A", symbol: str = "AAPL", ts: int = S,
+            side: str = "buy", qty: float = 100, price: float = 100.0,
+            cl: str | None = None, **kw: Any) -> OrderReplace:
+    return OrderReplace(event_id=eid("r"), ts_event=ts, ts_init=0, source="oms",
+                        account=account, symbol=symbol, side=side, qty=qty, price=price,
+                        cl_ord_id=cl or eid("c"), orig_cl_ord_id=orig, **kw)
+
+
+def cancel(orig: str, account: str = "A", symbol: str = "AAPL", ts: int = S) -> OrderCancel:
+    return OrderCancel(event_id=eid("x"), ts_event=ts, ts_init=0, source="oms", account=account,
+                       cl_ord_id=eid("c"), orig_cl_ord_id=orig, symbol=symbol)
+
+
+def fill(cl: str, account: str = "A", symbol: str = "AAPL", ts: int = S, side: str = "buy",
+         qty: float = 100, px: float = 100.0, leaves: float = 0.0,
+         exec_id: str | None = None, **kw: Any) -> ExecutionReport:
+    return ExecutionReport(event_id=eid("f"), ts_event=ts, ts_init=0, source="venue",
+                           account=account, cl_ord_id=cl, exec_id=exec_id or eid("x"),
+                           exec_type="fill" if leaves == 0 else "partial_fill", symbol=symbol,
+                           side=side, last_px=px, last_qty=qty, leaves_qty=leaves,
+                           cum_qty=qty, **kw)
+
+
+def limit_config(scope: str, parent: str | None = None, ts: int = 0, by: str = "alice",
+                 appetite: float = 1.0, override: LimitOverride | None = None,
+                 **levels: tuple[float | None, float | None]) -> LimitConfig:
+    return LimitConfig(event_id=eid("l"), ts_event=ts, ts_init=0, source="cli", scope=scope,
+                       parent=parent, changed_by=by, risk_appetite=appetite, override=override,
+                       limits={m: LimitLevel(soft=s, hard=h) for m, (s, h) in levels.items()})
+
+
+def command(scope: str, what: str = "kill", ts: int = S, by: str = "ops",
+            reason: str = "test") -> TradingStateCommand:
+    return TradingStateCommand(event_id=eid("k"), ts_event=ts, ts_init=0, source="cli",
+                               scope=scope, command=what, issued_by=by, reason=reason)
+
+
+def of_type(outputs: Iterable[Output], type_name: str) -> list[Any]:
+    return [o.value for o in outputs if o.value.type == type_name]
+
+
+def decision(outputs: Sequence[Output]) -> Any:
+    found = of_type(outputs, "RiskDecision")
+    assert len(found) == 1, outputs
+    return found[0]
+
+
+def run(processor: OrderRiskProcessor, events: Iterable[Envelope]) -> list[Output]:
+    out: list[Output] = []
+    for ev in events:
+        out.extend(processor.process(ev))
+    return out
+
+
+def canonical(outputs: Iterable[Output]) -> list[tuple[str, str, Any]]:
+    return [(o.topic, o.key, comparable(to_object(o.value))) for o in outputs]
+
+
+@pytest.fixture
+def proc() -> OrderRiskProcessor:
+    p = OrderRiskProcessor()
+    p.process(irisk("AAPL", 0, 100.0))
+    p.process(irisk("MSFT", 0, 50.0))
+    return p
+
+
+# --- protocol ---------------------------------------------------------------------------------
+
+
+def test_implements_the_processor_protocols(proc: OrderRiskProcessor) -> None:
+    assert isinstance(proc, Processor) and isinstance(proc, TableProcessor)
+    assert proc.name == "order-worker"
+    assert proc.key_of(order(account="ACC-9")) == "ACC-9"
+    assert proc.key_of(irisk()) is None
+    assert proc.key_of(command("account:A")) is None
+    assert proc.apply_table("risk.instruments", order()) == []  # wrong topic for the type
+
+
+def test_every_order_new_and_replace_gets_one_decision(proc: OrderRiskProcessor) -> None:
+    first = order(cl="c1")
+    out = proc.process(first)
+    d = decision(out)
+    assert (d.decision.value, d.cl_ord_id, d.order_event_id) == ("accept", "c1", first.event_id)
+    assert d.ts_event == first.ts_event and d.decision_latency_ns > 0
+    out = proc.process(replace("c1", cl="c2", price=100.5, ts=2 * S))
+    assert decision(out).decision.value == "accept"
+    book = proc.accounts["A"].book
+    assert list(book.open_orders) == ["c2"] and book.open_buy["AAPL"] == 100
+    assert of_type(proc.process(cancel("c2", ts=3 * S)), "RiskDecision") == []
+    assert book.open_orders == {}
+
+
+def test_fat_finger_is_denied_with_reason_and_numbers(proc: OrderRiskProcessor) -> None:
+    out = proc.process(order(qty=500_000, price=100.0))
+    d = decision(out)
+    assert d.decision.value == "deny"
+    assert "MAX_ORDER_NOTIONAL" in d.reason_codes and "ADV_PARTICIPATION" in d.reason_codes
+    notional = next(c for c in d.checks if c.code == "MAX_ORDER_NOTIONAL")
+    assert (notional.observed, notional.limit) == (50_000_000.0, 5_000_000.0)
+    breaches = of_type(out, "LimitBreach")
+    assert {(b.metric, b.level.value) for b in breaches} >= {("order_notional", "hard")}
+    assert proc.accounts["A"].book.open_orders == {}  # a denied order never rests
+
+
+def test_missing_reference_data_fails_closed_by_default_and_open_when_configured() -> None:
+    closed = OrderRiskProcessor()
+    d = decision(closed.process(order(symbol="NEW")))
+    assert d.decision.value == "deny" and d.reason_codes == ["MISSING_REFERENCE_DATA"]
+    opened = OrderRiskProcessor(OrderConfig(fail_closed_on_missing_reference=False))
+    d = decision(opened.process(order(symbol="NEW")))
+    assert d.decision.value == "accept"
+    assert [w.code for w in d.warnings] == ["MISSING_REFERENCE_DATA"]
+
+
+def test_from_settings_takes_the_fail_closed_switch() -> None:
+    from schemas.settings import load_settings
+
+    settings = load_settings(None, fail_closed_on_missing_reference=False)
+    p = OrderRiskProcessor.from_settings(settings)
+    assert p.config.fail_closed_on_missing_reference is False
+
+
+# --- fills and account risk -------------------------------------------------------------------
+
+
+def test_fills_update_positions_and_publish_account_risk(proc: OrderRiskProcessor) -> None:
+    proc.process(order(cl="c1", qty=200))
+    out = proc.process(fill("c1", qty=120, px=100.0, leaves=80, ts=2 * S, counterparty="BRK1"))
+    risk = of_type(out, "AccountRisk")
+    assert len(risk) == 1
+    snap = risk[0]
+    assert [(p.symbol, p.qty, p.avg_cost) for p in snap.positions] == [("AAPL", 120, 100.0)]
+    assert snap.gross_exposure == pytest.approx(12_000.0)
+    assert snap.open_order_notional == pytest.approx(8_000.0)
+    assert snap.counterparty_exposure == {"BRK1": pytest.approx(12_000.0)}
+    assert snap.var_95 == pytest.approx(12_000.0 * 0.02)
+    proc.process(irisk("AAPL", 3 * S, 90.0))
+    out = proc.process(fill("c1", qty=80, px=90.0, ts=4 * S))
+    snap = of_type(out, "AccountRisk")[0]
+    assert snap.positions[0].qty == 200
+    assert snap.unrealized_pnl == pytest.approx(-1200.0)
+    assert snap.day_pnl == pytest.approx(-1200.0)
+    assert snap.drawdown_trailing == pytest.approx(1200.0)
+    assert proc.accounts["A"].book.open_orders == {}
+
+
+def test_duplicate_execution_reports_change_nothing(proc: OrderRiskProcessor) -> None:
+    proc.process(order(cl="c1", qty=100))
+    first = fill("c1", qty=50, leaves=50, exec_id="X-1", ts=2 * S)
+    proc.process(first)
+    before = proc.snapshot("A")
+    again = fill("c1", qty=50, leaves=50, exec_id="X-1", ts=3 * S)  # same exec, new event id
+    assert proc.process(again) == []
+    assert proc.snapshot("A") == before
+    assert proc.accounts["A"].book.positions["AAPL"].qty == 50
+
+
+def test_duplicate_order_event_is_decided_once(proc: OrderRiskProcessor) -> None:
+    ev = order(cl="c1")
+    assert decision(proc.process(ev)).decision.value == "accept"
+    assert proc.process(ev) == []
+
+
+def test_market_orders_use_the_reference_price_for_notional(proc: OrderRiskProcessor) -> None:
+    d = decision(proc.process(order(price=None, qty=60_000)))
+    check = next(c for c in d.checks if c.code == "MAX_ORDER_NOTIONAL")
+    assert check.observed == pytest.approx(6_000_000.0)
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+
+def test_a_limit_change_applies_to_the_next_order_and_is_audited(
+        proc: OrderRiskProcessor) -> None:
+    assert decision(proc.process(order(qty=300))).decision.value == "accept"
+    change = limit_config("account:A", order_notional=(None, 20_000.0))
+    out = proc.process(change)
+    assert len(out) == 1
+    audit = out[0]
+    assert audit.topic == "risk.limits" and audit.key.startswith(AUDIT_KEY_PREFIX)
+    assert audit.value.changed_by == "alice" and audit.value.source == "order-worker"
+    assert audit.value.limits == change.limits
+    d = decision(proc.process(order(qty=300, ts=2 * S)))
+    assert d.decision.value == "deny" and d.reason_codes == ["MAX_ORDER_NOTIONAL"]
+    assert proc.process(audit.value) == []  # our own echo read back changes nothing
+    assert proc.process(change) == []  # a repeat is not a change: no second audit record
+
+
+def test_rejected_limit_change_raises_an_alert_and_changes_nothing(
+        proc: OrderRiskProcessor) -> None:
+    bad = limit_config("account:A", by="  ", order_notional=(None, 1.0))
+    out = proc.process(bad)
+    alerts = of_type(out, "RiskAlert")
+    assert [a.reason_code for a in alerts] == ["LIMIT_CHANGE_REJECTED"]
+    assert "changed_by" in alerts[0].message
+    assert proc.limits.get("account:A") is None
+    assert decision(proc.process(order(qty=10))).decision.value == "accept"
+
+
+def test_override_applies_until_expiry_in_event_time(proc: OrderRiskProcessor) -> None:
+    proc.process(limit_config("account:A", order_notional=(None, 10_000.0)))
+    ov = LimitOverride(limits={"order_notional": LimitLevel(hard=50_000.0)}, approver="bob",
+                       expires_ts=10 * S, reason="rebalance")
+    proc.process(limit_config("account:A", order_notional=(None, 10_000.0), override=ov))
+    assert decision(proc.process(order(qty=300, ts=5 * S))).decision.value == "accept"
+    late = decision(proc.process(order(qty=300, ts=11 * S, price=100.01)))
+    assert late.decision.value == "deny" and "MAX_ORDER_NOTIONAL" in late.reason_codes
+
+
+def test_personal_unusual_order_raises_an_alert(proc: OrderRiskProcessor) -> None:
+    for i in range(40):
+        proc.process(order(qty=100 + i % 5, ts=(i + 1) * S, price=100.0 + (i % 3) * 0.01))
+    out = proc.process(order(qty=20_000, ts=50 * S))
+    alerts = of_type(out, "RiskAlert")
+    assert [a.reason_code for a in alerts] == ["ORDER_UNUSUAL"]
+    assert alerts[0].features and alerts[0].features[0].name in ("size", "size_adv")
+    d = decision(out)
+    personal = [w for w in d.warnings if w.code == "PERSONAL_THRESHOLD"]
+    assert personal and personal[0].limit <= 5_000_000.0
+
+
+# --- no lookahead -----------------------------------------------------------------------------
+
+
+def test_orders_read_instrument_risk_as_of_their_event_time() -> None:
+    p = OrderRiskProcessor()
+    p.process(irisk("AAPL", 1 * S, 100.0))
+    p.process(irisk("AAPL", 10 * S, 200.0))  # arrives before the earlier order below
+    d = decision(p.process(order(ts=5 * S, price=100.0)))
+    assert d.decision.value == "accept"  # the 200 price is in the order's future
+    late = decision(p.process(order(ts=11 * S, price=100.0, account="B")))
+    assert "PRICE_COLLAR" in late.reason_codes
+    assert p.instrument_watermark("AAPL") == 10 * S
+    assert p.instrument_as_of("AAPL", 5 * S).price == 100.0
+
+
+# --- state: snapshot, restore, evict, determinism ---------------------------------------------
+
+
+def _stream() -> list[Envelope]:
+    evs: list[Envelope] = [irisk("AAPL", 0, 100.0), irisk("MSFT", 0, 50.0),
+                           limit_config("account:A", parent="desk:D", day_loss=(500.0, 900.0)),
+                           limit_config("desk:D", parent="firm:F")]
+    ts = S
+    for i in range(30):
+        ts += S
+        sym = "AAPL" if i % 2 else "MSFT"
+        px = 100.0 - i * 0.5 if sym == "AAPL" else 50.0
+        evs.append(irisk(sym, ts - 1, px))
+        cl = f"c{i}"
+        evs.append(order(cl=cl, symbol=sym, ts=ts, qty=50, price=round(px, 2)))
+        evs.append(fill(cl, symbol=sym, ts=ts + 1, qty=50, px=round(px, 2)))
+        if i == 20:
+            evs.append(command("account:A", "kill", ts=ts + 2))
+        if i == 25:
+            evs.append(command("account:A", "enable", ts=ts + 2))
+    return evs
+
+
+def test_same_input_gives_the_same_outputs() -> None:
+    events = _stream()
+    a = canonical(run(OrderRiskProcessor(), events))
+    b = canonical(run(OrderRiskProcessor(), events))
+    assert a == b
+    types = {t[2]["type"] for t in a}
+    assert {"RiskDecision", "AccountRisk", "TradingStateChanged", "MassCancel"} <= types
+
+
+def test_snapshot_and_restore_continue_exactly() -> None:
+    events = _stream()
+    reference = OrderRiskProcessor()
+    expected = canonical(run(reference, events))
+    cut = len(events) // 2
+    first = OrderRiskProcessor()
+    out = run(first, events[:cut])
+    dirty = first.dirty_keys()
+    assert dirty == {"A"} and first.dirty_keys() == set()
+    blob = first.snapshot("A")
+    assert blob is not None
+    second = OrderRiskProcessor()
+    # tables are replicated: a new worker reads them again; then the account's snapshot
+    for ev in events[:cut]:
+        if second.key_of(ev) is None:
+            second.process(ev)
+    second.restore("A", blob)
+    out += run(second, events[cut:])
+    assert canonical(out) == expected
+
+
+def test_evict_and_tombstone_restore_forget_the_account(proc: OrderRiskProcessor) -> None:
+    proc.process(order(cl="c1"))
+    assert proc.snapshot("A") is not None
+    proc.evict(["A"])
+    assert proc.snapshot("A") is None and "A" not in proc.dirty_keys()
+    proc.process(order(cl="c2", account="B"))
+    proc.restore("B", None)
+    assert proc.snapshot("B") is None
+
+
+def test_restore_refuses_something_that_is_not_an_account_state(
+        proc: OrderRiskProcessor) -> None:
+    import pickle
+
+    with pytest.raises(ValueError, match="not an AccountState"):
+        proc.restore("A", pickle.dumps({"not": "state"}))
+
+
+def test_snapshots_stay_small() -> None:
+    p = OrderRiskProcessor()
+    run(p, _stream())
+    for i in range(3000):
+        p.process(fill("zz", ts=100 * S + i, qty=1, exec_id=f"E{i}"))
+    size = len(p.snapshot("A") or b"")
+    assert size < 200_000, size
+
+
+def test_output_owner_names_the_account_or_none(proc: OrderRiskProcessor) -> None:
+    proc.process(order(cl="c1"))
+    outs = list(proc.process(command("account:A")))
+    outs += proc.process(command("desk:D", ts=2 * S))
+    outs += proc.process(limit_config("firm:F", order_qty=(None, 1e6)))
+    owners = {(o.value.type, proc.output_owner(o)) for o in outs}
+    assert ("TradingStateChanged", "A") in owners and ("MassCancel", "A") in owners
+    assert ("TradingStateChanged", None) in owners and ("LimitConfig", None) in owners
+
+
+# --- property: the gate is what the decision says ---------------------------------------------
+
+
+_sides = st.sampled_from(["buy", "sell"])
+
+
+@st.composite
+def _episodes(draw: st.DrawFn) -> list[Envelope]:
+    """Random order flow for one account against random limits."""
+    notional_hard = draw(st.floats(1_000, 200_000))
+    gross_hard = draw(st.floats(5_000, 400_000))
+    rate_hard = draw(st.integers(2, 20))
+    events: list[Envelope] = [
+        irisk("AAPL", 0, 100.0), irisk("MSFT", 0, 50.0),
+        limit_config("account:A", parent="desk:D", order_notional=(None, notional_hard),
+                     gross_exposure=(None, gross_hard), order_rate=(None, float(rate_hard)),
+                     day_loss=(2_000.0, 6_000.0)),
+    ]
+    ts = S
+    open_ids: list[str] = []
+    for i in range(draw(st.integers(5, 40))):
+        ts += draw(st.integers(1, 2 * S))
+        kind = draw(st.sampled_from(["new", "new", "new", "fill", "cancel", "px", "kill"]))
+        sym = draw(st.sampled_from(["AAPL", "MSFT"]))
+        if kind == "new":
+            cl = f"c{i}"
+            ref = 100.0 if sym == "AAPL" else 50.0
+            events.append(order(cl=cl, symbol=sym, side=draw(_sides), ts=ts,
+                                qty=float(draw(st.integers(1, 3000))),
+                                price=round(ref * draw(st.floats(0.9, 1.1)), 2)))
+            open_ids.append(cl)
+        elif kind == "fill" and open_ids:
+            cl = draw(st.sampled_from(open_ids))
+            events.append(fill(cl, symbol=sym, side=draw(_sides), ts=ts,
+                               qty=float(draw(st.integers(1, 500))), px=100.0))
+        elif kind == "cancel" and open_ids:
+            events.append(cancel(draw(st.sampled_from(open_ids)), ts=ts))
+        elif kind == "px":
+            events.append(irisk(sym, ts, draw(st.floats(40.0, 120.0))))
+        elif kind == "kill" and draw(st.booleans()):
+            events.append(command("account:A", draw(st.sampled_from(["kill", "enable"])), ts=ts))
+    return events
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_episodes())
+def test_no_denied_order_is_ever_accepted(events: list[Envelope]) -> None:
+    p = OrderRiskProcessor()
+    for ev in events:
+        before_open = set(p.accounts["A"].book.open_orders) if "A" in p.accounts else set()
+        state = p.accounts["A"].machine.state.value if "A" in p.accounts else "active"
+        out = p.process(ev)
+        for d in of_type(out, "RiskDecision"):
+            # accept exactly when no check failed; a deny always says why
+            assert (d.decision.value == "accept") == (not d.checks)
+            assert (d.decision.value == "deny") == bool(d.reason_codes)
+            assert sorted(d.reason_codes) == sorted({c.code for c in d.checks})
+            open_now = set(p.accounts["A"].book.open_orders)
+            if d.decision.value == "deny":
+                assert d.cl_ord_id not in open_now - before_open
+            else:
+                assert state != "halted"
+                assert d.cl_ord_id in open_now
+                lim = p.limits.resolve("order_notional",
+                                       p.limits.order_scopes("A", d.strategy, d.symbol),
+                                       d.ts_event)
+                ev_notional = ev.qty * ev.price  # type: ignore[attr-defined]
+                assert lim.hard is None or ev_notional <= lim.hard * (1 + 1e-9)
