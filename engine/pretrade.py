@@ -442,8 +442,9 @@ def instrument_exposure_change(g: GateInput) -> ExposureChange:
     px = _price(g, o.symbol)
     pos = book.positions.get(o.symbol)
     q = pos.qty if pos is not None else 0.0
+    # from an empty base: a zero mark makes the symbol's "old" terms zero
     return _change(Exposure(), [(q, book.open_buy.get(o.symbol, 0.0),
-                                 book.open_sell.get(o.symbol, 0.0), px, px, db, ds)])
+                                 book.open_sell.get(o.symbol, 0.0), 0.0, px, db, ds)])
 
 
 _POSITION_MEASURES = (("position_long", "long exposure", "long"),
