@@ -20,9 +20,15 @@ from engine.order_config import OrderConfig
 from engine.order_risk import OrderRiskProcessor
 from engine.processor import Output, Processor, TableProcessor
 from schemas.codec import to_object
-from schemas.common import Envelope
-from schemas.control import LimitConfig, LimitLevel, LimitOverride, TradingStateCommand
-from schemas.orders import ExecutionReport, OrderCancel, OrderNew, OrderReplace
+from schemas.common import Envelope, Side
+from schemas.control import (
+    LimitConfig,
+    LimitLevel,
+    LimitOverride,
+    StateCommand,
+    TradingStateCommand,
+)
+from schemas.orders import ExecType, ExecutionReport, OrderCancel, OrderNew, OrderReplace
 from schemas.outputs import InstrumentRisk
 
 S = 1_000_000_000
@@ -48,16 +54,16 @@ def order(account: str = "A", symbol: str = "AAPL", ts: int = S, side: str = "bu
     if price is None:
         kw.setdefault("ord_type", "market")
     return OrderNew(event_id=eid("o"), ts_event=ts, ts_init=0, source="oms", account=account,
-                    symbol=symbol, side=side, qty=qty, price=price, cl_ord_id=cl or eid("c"),
-                    **kw)
+                    symbol=symbol, side=Side(side), qty=qty, price=price,
+                    cl_ord_id=cl or eid("c"), **kw)
 
 
 def replace(orig: str, account: str = "A", symbol: str = "AAPL", ts: int = S,
             side: str = "buy", qty: float = 100, price: float = 100.0,
             cl: str | None = None, **kw: Any) -> OrderReplace:
     return OrderReplace(event_id=eid("r"), ts_event=ts, ts_init=0, source="oms",
-                        account=account, symbol=symbol, side=side, qty=qty, price=price,
-                        cl_ord_id=cl or eid("c"), orig_cl_ord_id=orig, **kw)
+                        account=account, symbol=symbol, side=Side(side), qty=qty,
+                        price=price, cl_ord_id=cl or eid("c"), orig_cl_ord_id=orig, **kw)
 
 
 def cancel(orig: str, account: str = "A", symbol: str = "AAPL", ts: int = S) -> OrderCancel:
@@ -70,9 +76,9 @@ def fill(cl: str, account: str = "A", symbol: str = "AAPL", ts: int = S, side: s
          exec_id: str | None = None, **kw: Any) -> ExecutionReport:
     return ExecutionReport(event_id=eid("f"), ts_event=ts, ts_init=0, source="venue",
                            account=account, cl_ord_id=cl, exec_id=exec_id or eid("x"),
-                           exec_type="fill" if leaves == 0 else "partial_fill", symbol=symbol,
-                           side=side, last_px=px, last_qty=qty, leaves_qty=leaves,
-                           cum_qty=qty, **kw)
+                           exec_type=ExecType.FILL if leaves == 0 else ExecType.PARTIAL_FILL,
+                           symbol=symbol, side=Side(side), last_px=px, last_qty=qty,
+                           leaves_qty=leaves, cum_qty=qty, **kw)
 
 
 def limit_config(scope: str, parent: str | None = None, ts: int = 0, by: str = "alice",
@@ -86,7 +92,7 @@ def limit_config(scope: str, parent: str | None = None, ts: int = 0, by: str = "
 def command(scope: str, what: str = "kill", ts: int = S, by: str = "ops",
             reason: str = "test") -> TradingStateCommand:
     return TradingStateCommand(event_id=eid("k"), ts_event=ts, ts_init=0, source="cli",
-                               scope=scope, command=what, issued_by=by, reason=reason)
+                               scope=scope, command=StateCommand(what), issued_by=by, reason=reason)
 
 
 def of_type(outputs: Iterable[Output], type_name: str) -> list[Any]:
@@ -231,9 +237,10 @@ def test_a_limit_change_applies_to_the_next_order_and_is_audited(
     out = proc.process(change)
     assert len(out) == 1
     audit = out[0]
+    echo: Any = audit.value
     assert audit.topic == "risk.limits" and audit.key.startswith(AUDIT_KEY_PREFIX)
-    assert audit.value.changed_by == "alice" and audit.value.source == "order-worker"
-    assert audit.value.limits == change.limits
+    assert echo.changed_by == "alice" and echo.source == "order-worker"
+    assert echo.limits == change.limits
     d = decision(proc.process(order(qty=300, ts=2 * S)))
     assert d.decision.value == "deny" and d.reason_codes == ["MAX_ORDER_NOTIONAL"]
     assert proc.process(audit.value) == []  # our own echo read back changes nothing
@@ -285,7 +292,8 @@ def test_orders_read_instrument_risk_as_of_their_event_time() -> None:
     late = decision(p.process(order(ts=11 * S, price=100.0, account="B")))
     assert "PRICE_COLLAR" in late.reason_codes
     assert p.instrument_watermark("AAPL") == 10 * S
-    assert p.instrument_as_of("AAPL", 5 * S).price == 100.0
+    as_of = p.instrument_as_of("AAPL", 5 * S)
+    assert as_of is not None and as_of.price == 100.0
 
 
 # --- state: snapshot, restore, evict, determinism ---------------------------------------------

@@ -12,6 +12,7 @@ from engine.accounts import AccountBook, OpenOrder
 from engine.limits import NO_LIMIT, EffectiveLimit
 from engine.order_config import CollarTier, OrderConfig
 from engine.pretrade import (
+    Finding,
     GateInput,
     OrderView,
     account_exposure_change,
@@ -78,6 +79,11 @@ def book_with(qty: float = 0.0, symbol: str = "AAPL", px: float = 100.0,
     return book
 
 
+def must(found: Finding | None) -> Finding:
+    assert found is not None
+    return found
+
+
 def code(found: Any) -> str | None:
     return None if found is None else found.result.code
 
@@ -87,9 +93,9 @@ def code(found: Any) -> str | None:
 
 def test_missing_reference_is_hard_or_a_warning() -> None:
     assert check_reference(gate()) is None
-    assert check_reference(gate(ref=None)).hard
-    soft = check_reference(gate(ref=None, config=OrderConfig(
-        fail_closed_on_missing_reference=False)))
+    assert must(check_reference(gate(ref=None))).hard
+    soft = must(check_reference(gate(ref=None, config=OrderConfig(
+        fail_closed_on_missing_reference=False))))
     assert soft.result.code == "MISSING_REFERENCE_DATA" and not soft.hard
 
 
@@ -106,14 +112,14 @@ def test_restricted_list_status_and_short_sale_restriction() -> None:
     assert code(check_restricted(gate(ref=irisk(status="restricted")))) == "RESTRICTED"
     ssr = irisk(status="short_sale_restricted")
     assert check_restricted(gate(view("sell", 50), ref=ssr, book=book_with(100))) is None
-    hit = check_restricted(gate(view("sell", 150), ref=ssr, book=book_with(100)))
+    hit = must(check_restricted(gate(view("sell", 150), ref=ssr, book=book_with(100))))
     assert code(hit) == "RESTRICTED" and hit.result.observed == 150
     assert check_restricted(gate(view("buy", 150), ref=ssr)) is None
 
 
 def test_price_and_size_precision() -> None:
     assert check_price_precision(gate(view(price=100.01))) is None
-    hit = check_price_precision(gate(view(price=100.005)))
+    hit = must(check_price_precision(gate(view(price=100.005))))
     assert code(hit) == "PRICE_PRECISION" and hit.result.limit == 0.01
     assert check_price_precision(gate(view(price=None))) is None
     assert check_size_precision(gate(ref=irisk(lot_size=100.0), o=view(qty=300))) is None
@@ -126,18 +132,18 @@ def test_min_and_max_quantity_from_reference_and_limits() -> None:
     assert code(check_min_qty(gate(view(qty=5), ref=ref))) == "MIN_QTY"
     assert check_min_qty(gate(view(qty=10), ref=ref)) is None
     assert code(check_max_qty(gate(view(qty=1001), ref=ref))) == "MAX_QTY"
-    hit = check_max_qty(gate(view(qty=600), lim=limits(order_qty=(100.0, 500.0))))
+    hit = must(check_max_qty(gate(view(qty=600), lim=limits(order_qty=(100.0, 500.0)))))
     assert hit.hard and hit.result.limit == 500.0
-    warn = check_max_qty(gate(view(qty=200), lim=limits(order_qty=(100.0, 500.0))))
+    warn = must(check_max_qty(gate(view(qty=200), lim=limits(order_qty=(100.0, 500.0)))))
     assert not warn.hard and warn.result.limit == 100.0
 
 
 def test_max_order_notional_hard_and_soft() -> None:
     lim = limits(order_notional=(5_000.0, 20_000.0))
     assert check_order_notional(gate(view(qty=10), lim=lim)) is None
-    soft = check_order_notional(gate(view(qty=100), lim=lim))
+    soft = must(check_order_notional(gate(view(qty=100), lim=lim)))
     assert soft is not None and not soft.hard
-    hard = check_order_notional(gate(view(qty=300), lim=lim))
+    hard = must(check_order_notional(gate(view(qty=300), lim=lim)))
     assert hard.hard and (hard.result.observed, hard.result.limit) == (30_000.0, 20_000.0)
     assert "account:A" in hard.result.message
 
@@ -152,12 +158,12 @@ def test_collar_tiers_are_like_luld() -> None:
 
 def test_price_collar_in_tiers_and_in_volatility_units() -> None:
     assert check_price_collar(gate(view(price=104.99))) is None
-    hit = check_price_collar(gate(view(price=106.0)))
+    hit = must(check_price_collar(gate(view(price=106.0))))
     assert code(hit) == "PRICE_COLLAR" and hit.result.observed == pytest.approx(0.06)
     # vol 0.01 per step, 50 units = 50%: the tier binds first; with a calm instrument the
     # volatility band is the tighter one
     calm = irisk(vol=0.0005)
-    hit = check_price_collar_vol(gate(view(price=103.0), ref=calm))
+    hit = must(check_price_collar_vol(gate(view(price=103.0), ref=calm)))
     assert code(hit) == "PRICE_COLLAR" and hit.result.observed == pytest.approx(60.0)
     assert check_price_collar_vol(gate(view(price=102.0), ref=calm)) is None
     assert check_price_collar_vol(gate(view(price=None))) is None
@@ -166,8 +172,8 @@ def test_price_collar_in_tiers_and_in_volatility_units() -> None:
 def test_adv_participation() -> None:
     lim = limits(adv_participation=(0.01, 0.05))
     assert check_adv(gate(view(qty=5_000), lim=lim)) is None
-    assert not check_adv(gate(view(qty=20_000), lim=lim)).hard
-    assert check_adv(gate(view(qty=60_000), lim=lim)).hard
+    assert not must(check_adv(gate(view(qty=20_000), lim=lim))).hard
+    assert must(check_adv(gate(view(qty=60_000), lim=lim))).hard
     assert check_adv(gate(view(qty=60_000), ref=irisk(adv=None), lim=lim)) is None
 
 
@@ -234,7 +240,7 @@ def test_credit_includes_open_orders_and_losses() -> None:
     ref = irisk(price=80.0)
     g = gate(view(qty=10), ref=ref, book=book, lim=limits(credit=(None, 11_000.0)))
     change = account_exposure_change(g)
-    hit = check_credit(g, change)
+    hit = must(check_credit(g, change))
     # (100 held + 10 bought) at 80, the MSFT sell 10 at 50, the 2,000 loss
     assert hit is not None and hit.result.observed == pytest.approx(8800 + 500 + 2000)
     reducing = gate(view("sell", 50), ref=ref, book=book, lim=limits(credit=(None, 1.0)))
@@ -245,7 +251,7 @@ def test_self_cross_against_own_resting_orders() -> None:
     book = book_with()
     book.add_order(OpenOrder("s", "AAPL", Side.SELL, 10, 100.5, "s9", 0))
     assert check_self_cross(gate(view(price=100.4), book=book)) is None
-    hit = check_self_cross(gate(view(price=100.5), book=book))
+    hit = must(check_self_cross(gate(view(price=100.5), book=book)))
     assert code(hit) == "SELF_CROSS" and hit.result.limit == 100.5
     assert code(check_self_cross(gate(view(price=None), book=book))) == "SELF_CROSS"
     old = book.open_orders["s"]
@@ -257,10 +263,12 @@ def test_trading_state_gate() -> None:
     halted = gate(view("sell", 10), book=book, trading_state=TradingState.HALTED,
                   state_scope="account:A", state_cause="kill")
     assert code(check_trading_state(halted)) == "TRADING_STATE"
-    reducing = dict(book=book, trading_state=TradingState.REDUCING, state_scope="account:A")
-    assert check_trading_state(gate(view("sell", 100), **reducing)) is None
-    assert code(check_trading_state(gate(view("sell", 101), **reducing))) == "TRADING_STATE"
-    assert code(check_trading_state(gate(view("buy", 1), **reducing))) == "TRADING_STATE"
+    def reducing(o: OrderView) -> GateInput:
+        return gate(o, book=book, trading_state=TradingState.REDUCING, state_scope="account:A")
+
+    assert check_trading_state(reducing(view("sell", 100))) is None
+    assert code(check_trading_state(reducing(view("sell", 101)))) == "TRADING_STATE"
+    assert code(check_trading_state(reducing(view("buy", 1)))) == "TRADING_STATE"
 
 
 def test_stale_reference_acts_as_reducing_for_the_order() -> None:
