@@ -14,13 +14,14 @@ otherwise), `/healthz` (200 while the feed runs, 503 once it has failed).
 from __future__ import annotations
 
 import ipaddress
-import json
 import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
+
+import orjson
 
 from consumers.dashboard.state import DashboardState
 
@@ -124,8 +125,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload, separators=(",", ":")).encode(),
-                   "application/json")
+        self._send(status, orjson.dumps(payload), "application/json")
 
     def _not_allowed(self) -> None:
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only dashboard\n",
@@ -191,8 +191,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
                 if first or server.state.seq != since:
                     delta = server.state.delta(since)
                     since, first = delta["seq"], False
-                    data = json.dumps(delta, separators=(",", ":"))
-                    self.wfile.write(f"event: update\ndata: {data}\n\n".encode())
+                    self.wfile.write(b"event: update\ndata: " + orjson.dumps(delta) + b"\n\n")
                     self.wfile.flush()
                     last_write = time.monotonic()
                 elif time.monotonic() - last_write >= KEEPALIVE_S:
