@@ -146,7 +146,8 @@ def make_stream(events: int, *, symbols: int = 40, partitions: int = 8, seed: in
     next_offset = [0] * partitions
     sent: list[Trade] = []
     out: list[RecordedMessage] = []
-    ts = 1_700_000_000_000_000_000
+    # Event time in 2100: the catalogue's time-based retention must never expire test data.
+    ts = 4_102_444_800_000_000_000
 
     def where(key: str) -> dict[str, Any]:
         part = partition_of(key, partitions)
@@ -189,3 +190,121 @@ def make_stream(events: int, *, symbols: int = 40, partitions: int = 8, seed: in
             sent.append(event)
         out.append(RecordedMessage.from_event("market", symbol, event, **where(symbol)))
     return out
+
+
+# --- Kafka helpers for the runtime tests (imports stay inside: the engine tests need none) --
+
+
+def runtime_specs(worker: str = "market-worker", partitions: int = 8) -> list[Any]:
+    """Topics a CountingProcessor worker needs: input, changelog, outputs, dead letters."""
+    from schemas.topics import TopicSpec, by_name, changelog_spec
+
+    specs = [by_name("market"), changelog_spec("market-worker") if worker == "market-worker"
+             else TopicSpec(f"{worker}.changelog", "entity key", ("snapshot",), partitions,
+                            {"cleanup.policy": "compact"}),
+             by_name("dlq"), by_name("risk.instruments"), by_name("risk.alerts")]
+    return specs
+
+
+def produce_recording(settings: Any, messages: Sequence[RecordedMessage]) -> None:
+    """Publish recorded messages to their recorded partitions, keys and timestamps."""
+    from producers.kafka import DeliveryTracker, flush_all, make_producer
+
+    tracker = DeliveryTracker()
+    producer = make_producer(settings, **{"linger.ms": 20, "batch.num.messages": 10000})
+    for m in messages:
+        while True:
+            try:
+                producer.produce(settings.topic(m.topic), m.value_bytes(), m.key,
+                                 m.partition, on_delivery=tracker.on_delivery,
+                                 timestamp=m.timestamp)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert flush_all(producer, 60) == 0 and tracker.failed == 0, tracker.errors
+
+
+def read_committed(settings: Any, topics: Iterable[str], timeout_s: float = 60.0,
+                   ) -> list[tuple[str, str | None, bytes]]:
+    """Every committed message of `topics` (catalogue names) as (topic, key, value), read
+    to the high watermark: an open transaction makes this wait (and fail on timeout)
+    rather than return early."""
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from producers.kafka import make_consumer
+
+    short = {settings.topic(t): t for t in topics}
+    probe = make_consumer(settings, None, read_committed=False)
+    reader = make_consumer(settings, None, read_committed=True,
+                           **{"enable.partition.eof": True})
+    metadata = probe.list_topics(timeout=10)
+    ends: dict[tuple[str, int], int] = {}
+    assign = []
+    for full in short:
+        for p in metadata.topics[full].partitions:
+            _, high = probe.get_watermark_offsets(TopicPartition(full, p), 10, cached=False)
+            if high > 0:
+                ends[(full, p)] = high
+                assign.append(TopicPartition(full, p, OFFSET_BEGINNING))
+    probe.close()
+    out: list[tuple[str, str | None, bytes]] = []
+    if assign:
+        reader.assign(assign)
+    deadline = time.monotonic() + timeout_s
+    while ends:
+        if time.monotonic() > deadline:
+            reader.close()
+            raise TimeoutError(f"committed outputs never reached the end of {sorted(ends)}")
+        for msg in reader.consume(5000, 0.2):
+            where = (msg.topic() or "", msg.partition() or 0)
+            offset = msg.offset() or 0
+            if msg.error() is None:
+                key = msg.key()
+                out.append((short[where[0]], key.decode() if isinstance(key, bytes) else key,
+                            msg.value()))  # type: ignore[arg-type]
+                offset += 1
+            if offset >= ends.get(where, 0):
+                ends.pop(where, None)
+    reader.close()
+    return out
+
+
+def committed_offsets(settings: Any, group: str, topic: str) -> dict[int, int]:
+    from confluent_kafka import TopicPartition
+
+    from producers.kafka import make_consumer
+
+    consumer = make_consumer(settings, group)
+    try:
+        metadata = consumer.list_topics(settings.topic(topic), timeout=10)
+        parts = [TopicPartition(settings.topic(topic), p)
+                 for p in metadata.topics[settings.topic(topic)].partitions]
+        return {tp.partition: tp.offset for tp in consumer.committed(parts, 10)}
+    finally:
+        consumer.close()
+
+
+def wait_committed(settings: Any, group: str, topic: str, ends: dict[int, int],
+                   timeout_s: float = 60.0, alive: Any = None) -> None:
+    """Wait until the group has committed every partition of `topic` to `ends`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = committed_offsets(settings, group, topic)
+        if all(got.get(p, -1) >= end for p, end in ends.items()):
+            return
+        if alive is not None and not alive():
+            raise AssertionError(f"worker died before committing everything: {got} vs {ends}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"group {group} committed {got}, wanted {ends}")
+        time.sleep(0.2)
+
+
+def ends_of(messages: Sequence[RecordedMessage]) -> dict[int, int]:
+    ends: dict[int, int] = {}
+    for m in messages:
+        ends[m.partition] = max(ends.get(m.partition, 0), m.offset + 1)
+    return ends

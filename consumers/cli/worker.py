@@ -1,0 +1,131 @@
+"""`streamrisk worker market|orders`: run a risk worker in a consumer group.
+
+The processor comes from a small factory table, imported lazily, so a build without one of
+the workers still runs the other. `--processor module:Class` (hidden, for tests and for
+plugging in a processor of your own) runs any class implementing
+`engine.processor.Processor`. A processor class is built with `Class.from_settings(settings)`
+when it has that method, else with `Class()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from consumers.cli.base import CliError, Context, settings_from_args
+
+NAME = "worker"
+HELP = "run a risk worker: consume, process, produce with exactly-once checkpoints"
+
+PROCESSORS: dict[str, tuple[str, str]] = {
+    "market": ("engine.market_risk", "MarketRiskProcessor"),
+    "orders": ("engine.order_risk", "OrderRiskProcessor"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", nargs="?", choices=sorted(PROCESSORS),
+                        help="which worker to run")
+    parser.add_argument("--group", metavar="G",
+                        help="consumer group (default <prefix><worker name>)")
+    parser.add_argument("--guarantee", choices=("exactly-once", "at-least-once"),
+                        help="exactly-once needs broker transactions (default exactly-once)")
+    parser.add_argument("--commit-interval", type=int, metavar="MS",
+                        help="checkpoint every MS milliseconds (default 500)")
+    parser.add_argument("--metrics-port", type=int, metavar="P",
+                        help="serve metrics on this port (loopback)")
+    parser.add_argument("--processor", metavar="MODULE:CLASS", help=argparse.SUPPRESS)
+    parser.add_argument("--exit-when-caught-up", action="store_true", help=argparse.SUPPRESS)
+
+
+def load_processor_class(spec: str) -> Any:
+    """`package.module:Class` -> the class; CliError with one line when it is not there."""
+    import importlib
+
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise CliError(f"--processor wants MODULE:CLASS, got {spec!r}", 2)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise CliError(f"processor module {module_name} is not available "
+                           "in this build") from None
+        raise
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise CliError(f"{module_name} has no processor class {class_name}")
+    return cls
+
+
+def resolve(kind: str | None, spec: str | None) -> Any:
+    if spec:
+        return load_processor_class(spec)
+    if kind is None:
+        raise CliError("name the worker to run: streamrisk worker market|orders", 2)
+    module_name, class_name = PROCESSORS[kind]
+    try:
+        return load_processor_class(f"{module_name}:{class_name}")
+    except CliError:
+        raise CliError(f"the {kind} worker is not available yet in this build "
+                       f"({module_name}.{class_name} not found)") from None
+
+
+def build_processor(cls: Any, settings: Any) -> Any:
+    from engine.processor import Processor
+
+    factory = getattr(cls, "from_settings", None)
+    processor = factory(settings) if callable(factory) else cls()
+    if not isinstance(processor, Processor):
+        raise CliError(f"{cls.__module__}.{cls.__name__} does not implement the processor "
+                       "protocol (engine.processor.Processor)")
+    return processor
+
+
+def run(ctx: Context) -> int:
+    args = ctx.args
+    worker_flags = {"guarantee": args.guarantee, "commit_interval_ms": args.commit_interval,
+                    "metrics_port": args.metrics_port}
+    worker_flags = {k: v for k, v in worker_flags.items() if v is not None}
+    settings = settings_from_args(args, worker=worker_flags or None)
+    ctx._settings = settings
+    ctx.require_bootstrap()
+    cls = resolve(args.kind, args.processor)
+
+    from consumers.runtime import shutdown
+    from consumers.runtime.worker import Worker, WorkerConfig, WorkerError
+
+    processor = build_processor(cls, settings)
+    try:
+        config = WorkerConfig.from_settings(settings, processor, group=args.group)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    worker = Worker(processor, settings, config)
+    worker.exit_when_caught_up = args.exit_when_caught_up
+    if settings.worker.metrics_port is not None:
+        _start_metrics(ctx, worker, settings)
+    restore = shutdown.install(worker.stop)
+    ctx.err.print(f"{processor.name}: group {config.group}, {config.guarantee}, input "
+                  f"{settings.topic(config.input_topic)}", markup=False, highlight=False)
+    try:
+        worker.run()
+    except WorkerError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        restore()
+    ctx.err.print(f"{processor.name}: stopped: {worker.metrics.summary()}", markup=False,
+                  highlight=False)
+    return 0
+
+
+def _start_metrics(ctx: Context, worker: Any, settings: Any) -> None:
+    """Hand the metrics to an exporter when the build has one (`consumers.metrics`)."""
+    import importlib
+
+    try:
+        exporter = importlib.import_module("consumers.metrics")
+    except ModuleNotFoundError:
+        ctx.err.print("warning: no metrics exporter in this build; --metrics-port ignored",
+                      markup=False)
+        return
+    exporter.serve(worker.metrics, settings.worker.metrics_host, settings.worker.metrics_port)

@@ -1,0 +1,307 @@
+"""Where a worker's messages go, and how a checkpoint makes them final.
+
+`TransactionalSink` (exactly-once): one transactional producer per input partition, with
+`transactional.id = <prefix><worker>.<group>.p<partition>`. Everything caused by input
+partition p (outputs, dead letters, p's state snapshots) and p's input offset are committed
+in one Kafka transaction. Because the id belongs to the partition, not to the process, the
+next owner of p (after a rebalance, a crash, or a restart anywhere) initialises the same id:
+the broker aborts whatever the previous owner left open and fences it, so a zombie can never
+commit afterwards. This does not rely on the broker timing out abandoned transactions or on
+KIP-447 generation checks, neither of which the embedded broker implements.
+
+`AtLeastOnceSink` (brokers without transactions): one idempotent producer; a checkpoint
+flushes the outputs, then the snapshots, then commits the offsets synchronously. A crash
+between those steps re-delivers outputs (same event ids, so downstream can deduplicate);
+snapshots newer than the committed offsets are detected by their source offset and not
+applied twice (see `engine.driver.EventRunner.restore`).
+
+Errors are classified into `SinkError.kind`: `abort` (the transaction must be aborted; the
+partition goes back to its last checkpoint), `fatal` (the producer is unusable and is
+recreated; the partition goes back to its last checkpoint) and `fenced` (another worker
+initialised the partition's id: it owns the partition now, or will until the group settles).
+Retriable errors are retried until `retry_s` runs out, so a stalled broker only delays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from producers.kafka import DeliveryTracker, make_producer
+from schemas.settings import Settings
+
+log = logging.getLogger("streamrisk.runtime")
+
+SinkErrorKind = Literal["abort", "fatal", "fenced"]
+T = TypeVar("T")
+
+_FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                 KafkaError.INVALID_PRODUCER_EPOCH}
+
+
+class SinkError(Exception):
+    def __init__(self, kind: SinkErrorKind, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind: SinkErrorKind = kind
+        self.reason = reason
+
+
+def classify(exc: BaseException) -> SinkError:
+    error = exc.args[0] if exc.args else None
+    if not isinstance(error, KafkaError):
+        return SinkError("fatal", str(exc))
+    if error.code() in _FENCED_CODES:
+        return SinkError("fenced", error.str())
+    if error.fatal():
+        return SinkError("fatal", error.str())
+    return SinkError("abort", error.str())
+
+
+def retrying(call: Callable[[], T], retry_s: float) -> T:
+    """Call until it succeeds, retrying retriable errors (a stalled broker) for `retry_s`."""
+    deadline = time.monotonic() + retry_s
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and error.retriable()
+            if not retriable or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _produce(producer: Producer, topic: str, value: bytes | None, key: str | bytes | None,
+             partition: int) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key, partition)
+            return
+        except BufferError:  # local queue full: let librdkafka send, then retry
+            producer.poll(0.05)
+
+
+class TransactionalSink:
+    """Exactly-once: a transactional producer per input partition."""
+
+    exactly_once = True
+
+    def __init__(self, settings: Settings, base_id: str, *, retry_s: float | None = None,
+                 timeout_s: float | None = None) -> None:
+        self.settings = settings
+        self.base_id = base_id
+        p = settings.profile_defaults
+        self.timeout_s = timeout_s or max(5.0, p.socket_timeout_ms / 1000)
+        self.retry_s = retry_s or max(10.0, 2 * p.transaction_timeout_ms / 1000)
+        self._producers: dict[int, Producer] = {}
+        self.touched: set[int] = set()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="txn")
+
+    def transactional_id(self, partition: int) -> str:
+        return f"{self.base_id}.p{partition}"
+
+    def has(self, partition: int) -> bool:
+        return partition in self._producers
+
+    def open(self, partitions: Iterable[int]) -> dict[int, SinkError]:
+        """Create, initialise (fencing the previous owner) and begin, in parallel."""
+        wanted = [p for p in partitions if p not in self._producers]
+
+        def start(partition: int) -> Producer:
+            producer = make_producer(self.settings,
+                                     transactional_id=self.transactional_id(partition))
+            retrying(lambda: producer.init_transactions(self.timeout_s), self.retry_s)
+            producer.begin_transaction()
+            return producer
+
+        failures: dict[int, SinkError] = {}
+        for partition, future in [(p, self._pool.submit(start, p)) for p in wanted]:
+            try:
+                self._producers[partition] = future.result()
+            except KafkaException as exc:
+                failures[partition] = classify(exc)
+        return failures
+
+    def produce(self, partition: int, topic: str, key: str | bytes | None,
+                value: bytes | None, target: int = -1) -> None:
+        """Publish inside the open transaction of input `partition` (to `target` partition of
+        `topic`, or by key when -1)."""
+        producer = self._producers[partition]
+        try:
+            producer.produce(topic, value, key, target)
+        except BufferError:
+            _produce(producer, topic, value, key, target)
+        self.touched.add(partition)
+
+    def poll(self) -> None:
+        for producer in self._producers.values():
+            producer.poll(0)
+
+    def flush_outputs(self) -> None:
+        """Nothing to do: the transaction makes outputs and snapshots atomic."""
+
+    def commit(self, offsets: Mapping[int, list[TopicPartition]], consumer: Consumer,
+               ) -> dict[int, SinkError]:
+        """Commit the transaction of every partition in `offsets` or `touched`, each with its
+        input offsets. Returns the partitions that failed; the others begin a new one."""
+        partitions = sorted(set(offsets) | (self.touched & self._producers.keys()))
+        self.touched.clear()
+        if not partitions:
+            return {}
+        metadata = consumer.consumer_group_metadata()
+
+        def commit_one(partition: int) -> None:
+            producer = self._producers[partition]
+            marks = offsets.get(partition)
+            if marks:
+                retrying(lambda: producer.send_offsets_to_transaction(
+                    marks, metadata, self.timeout_s), self.retry_s)
+            retrying(lambda: producer.commit_transaction(self.timeout_s), self.retry_s)
+            producer.begin_transaction()
+
+        failures: dict[int, SinkError] = {}
+        if len(partitions) == 1:
+            futures = []
+            try:
+                commit_one(partitions[0])
+            except KafkaException as exc:
+                failures[partitions[0]] = classify(exc)
+        else:
+            futures = [(p, self._pool.submit(commit_one, p)) for p in partitions]
+        for partition, future in futures:
+            try:
+                future.result()
+            except KafkaException as exc:
+                failures[partition] = classify(exc)
+        return failures
+
+    def reset(self, partition: int, error: SinkError | None = None) -> None:
+        """Drop the open transaction of `partition`: abort it, or throw the producer away
+        when it is fatally broken (the next `open` makes a new one)."""
+        producer = self._producers.get(partition)
+        if producer is None:
+            return
+        self.touched.discard(partition)
+        if error is None or error.kind == "abort":
+            try:
+                retrying(lambda: producer.abort_transaction(self.timeout_s), self.retry_s)
+                producer.begin_transaction()
+                return
+            except KafkaException as exc:
+                log.warning("abort of %s failed (%s): recreating the producer",
+                            self.transactional_id(partition), exc)
+        self._producers.pop(partition, None)
+        producer.purge()  # a fenced or fatal producer must not deliver anything more
+
+    def close(self, partition: int) -> None:
+        """Give a partition up: abort what is open, then release the producer."""
+        producer = self._producers.pop(partition, None)
+        self.touched.discard(partition)
+        if producer is None:
+            return
+        try:
+            producer.abort_transaction(self.timeout_s)
+        except KafkaException:
+            producer.purge()
+
+    def close_all(self) -> None:
+        partitions = list(self._producers)
+        list(self._pool.map(self.close, partitions))
+        self._pool.shutdown(wait=True)
+
+
+class AtLeastOnceSink:
+    """At-least-once: one idempotent producer; commit = flush, then commit offsets."""
+
+    exactly_once = False
+
+    def __init__(self, settings: Settings, *, retry_s: float | None = None) -> None:
+        self.settings = settings
+        p = settings.profile_defaults
+        self.retry_s = retry_s or max(10.0, 2 * p.message_timeout_ms / 1000)
+        self.tracker = DeliveryTracker()
+        self._fatal: str | None = None
+        self._producer = self._new_producer()
+        self.touched: set[int] = set()
+        self._failed_before = 0
+        self._handled: SinkError | None = None
+
+    def _new_producer(self) -> Producer:
+        def on_error(error: KafkaError) -> None:
+            if error.fatal():
+                self._fatal = error.str()
+
+        return make_producer(self.settings, on_delivery=self.tracker.on_delivery,
+                             error_cb=on_error)
+
+    def has(self, partition: int) -> bool:
+        return True
+
+    def open(self, partitions: Iterable[int]) -> dict[int, SinkError]:
+        return {}
+
+    def produce(self, partition: int, topic: str, key: str | bytes | None,
+                value: bytes | None, target: int = -1) -> None:
+        try:
+            self._producer.produce(topic, value, key, target)
+        except BufferError:
+            _produce(self._producer, topic, value, key, target)
+        self.touched.add(partition)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush_outputs(self) -> None:
+        """Wait until every message so far is acknowledged; SinkError when one never was."""
+        deadline = time.monotonic() + self.retry_s
+        while len(self._producer) and time.monotonic() < deadline and not self._fatal:
+            self._producer.flush(0.5)
+        if self._fatal:
+            raise SinkError("fatal", self._fatal)
+        if len(self._producer):
+            raise SinkError("abort", f"{len(self._producer)} messages not acknowledged "
+                                     f"within {self.retry_s:g} s")
+        if self.tracker.failed > self._failed_before:
+            self._failed_before = self.tracker.failed
+            raise SinkError("abort", "delivery failed: " + "; ".join(self.tracker.errors[-3:]))
+
+    def commit(self, offsets: Mapping[int, list[TopicPartition]], consumer: Consumer,
+               ) -> dict[int, SinkError]:
+        partitions = set(offsets) | self.touched
+        self.touched.clear()
+        try:
+            self.flush_outputs()
+        except SinkError as exc:
+            return dict.fromkeys(partitions, exc)
+        marks = [tp for tps in offsets.values() for tp in tps]
+        if not marks:
+            return {}
+        try:
+            retrying(lambda: consumer.commit(offsets=marks, asynchronous=False), self.retry_s)
+        except KafkaException as exc:
+            return dict.fromkeys(offsets, classify(exc))
+        return {}
+
+    def reset(self, partition: int, error: SinkError | None = None) -> None:
+        # One producer serves every partition: recreate it once per fatal error.
+        if error is not None and error.kind == "fatal" and error is not self._handled:
+            self._handled = error
+            old, self._producer = self._producer, self._new_producer()
+            self._fatal = None
+            old.purge()
+
+    def close(self, partition: int) -> None:
+        """Nothing per partition: the one producer is shared."""
+
+    def close_all(self) -> None:
+        self._producer.flush(self.retry_s)
+
+
+Sink = TransactionalSink | AtLeastOnceSink

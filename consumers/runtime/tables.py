@@ -1,0 +1,75 @@
+"""Side tables: topics every worker reads in full (e.g. `risk.limits`, `risk.instruments`).
+
+A `TableReader` assigns every partition of its topics from the beginning, read-committed,
+outside the consumer group. `bootstrap` reads them up to their last stable offset before the
+worker takes any input, then the worker drains what arrived between input batches. Positions
+are never committed: a restarted worker reads the tables again from the beginning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from producers.kafka import make_consumer
+from schemas.settings import Settings
+
+
+class TableReader:
+    def __init__(self, settings: Settings, topics: Iterable[str], partitions: dict[str, int],
+                 *, batch: int = 1000) -> None:
+        """`topics` are catalogue names; `partitions` maps each full name to its count."""
+        self.settings = settings
+        self.batch = batch
+        self._short = {settings.topic(t): t for t in topics}
+        eof: dict[str, Any] = {"enable.partition.eof": True}
+        self._consumer: Consumer = make_consumer(settings, None, read_committed=True, **eof)
+        self._assigned = [TopicPartition(full, p, OFFSET_BEGINNING)
+                          for full in self._short for p in range(partitions[full])]
+        if self._assigned:
+            self._consumer.assign(self._assigned)
+
+    def bootstrap(self, apply: Callable[[str, bytes | None], object],
+                  timeout_s: float = 60.0) -> int:
+        """Apply everything up to each partition's last stable offset; returns the count."""
+        ends = {}
+        for tp in self._assigned:
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout_s, cached=False)
+            if high > 0:
+                ends[(tp.topic, tp.partition)] = high
+        applied = 0
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for message in self._consumer.consume(self.batch, 0.2):
+                where = (message.topic() or "", message.partition() or 0)
+                offset = message.offset() or 0
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF and offset >= ends.get(where, 0):
+                        ends.pop(where, None)
+                    continue
+                apply(self._short[where[0]], _bytes(message.value()))
+                applied += 1
+                if offset + 1 >= ends.get(where, 0):
+                    ends.pop(where, None)
+        return applied
+
+    def drain(self, apply: Callable[[str, bytes | None], object]) -> int:
+        """Apply what has arrived, without waiting."""
+        applied = 0
+        for message in self._consumer.consume(self.batch, 0):
+            if message.error() is None:
+                apply(self._short[message.topic() or ""], _bytes(message.value()))
+                applied += 1
+        return applied
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value

@@ -1,0 +1,721 @@
+"""The worker loop: consume -> `EventRunner` -> produce, with checkpoints and state hand-over.
+
+A `Worker` runs any processor (`engine.processor.Processor`) in a consumer group on the
+processor's input topic (range assignor on the embedded broker). It consumes in batches,
+hands each message to the same `engine.driver.EventRunner` the in-process driver uses (size
+cap, decode, dedup, process, dead letters), and produces the outputs keyed to
+`settings.topic(output.topic)`. Every `commit_interval_ms` or `commit_interval_events`,
+whichever comes first, it checkpoints.
+
+Failure semantics (exactly-once, the default)
+---------------------------------------------
+* A checkpoint of input partition p is ONE Kafka transaction holding: every output and dead
+  letter caused by p's events since the previous checkpoint (produced inside the open
+  transaction as the events are processed), a signed snapshot of every key of p that
+  changed (to `<prefix><worker>.changelog`, partition p, tagged with the source offset and
+  the river version; `engine.snapshots`), and p's next input offset
+  (`send_offsets_to_transaction`). Readers of outputs read committed, so they see all of a
+  checkpoint or nothing of it. Each partition has its own transactional producer (see
+  `consumers.runtime.sink`): whoever owns p next fences the previous owner.
+* Crash (kill -9) at any moment: the open transactions are aborted when the partitions'
+  next owner (another worker, or this one restarted) initialises their producers; it then
+  rebuilds p's state from the changelog and resumes from p's committed offset. Events after
+  the checkpoint are processed again, against the state of the checkpoint: nothing lost,
+  nothing duplicated for read-committed readers.
+* Rebalance, revoked partitions: the checkpoint in flight is COMMITTED (we still own the
+  partitions inside the revoke callback, so this is safe, and it saves the next owner the
+  work); if that commit fails, the transaction is aborted instead and the partitions' keys
+  are evicted. Buffered input of revoked partitions is dropped (messages of partitions that
+  are not active are ignored). With the eager range assignor every rebalance revokes
+  everything: partitions whose commit succeeded are parked, state kept, and if the group
+  hands them straight back and their committed offset is still ours, they go on without a
+  restore. Anything else is evicted.
+* Assigned partitions are paused until their state is rebuilt: latest snapshot per key,
+  tombstones delete, read to the end with a separate non-group consumer, while the other
+  partitions keep flowing; a partition revoked mid-restore is cancelled. A snapshot whose
+  signature fails is never unpickled: its key starts cold, a RiskAlert
+  SNAPSHOT_SIGNATURE_INVALID (entity_kind "worker") is published and it is counted. A
+  snapshot from another river version is refused too (the key starts cold, counted).
+* Committed offsets out of range (retention removed them, or the topic was recreated)
+  follow `settings.worker.out_of_range_policy`: `earliest` (default) resumes at the log
+  start, `latest` at its end, `fail` stops the worker with an error. Either way it is
+  counted (`recoveries["offset_out_of_range"]`). A group without committed offsets starts
+  at the log start (`latest` policy: the end).
+* Fatal producer errors (fenced, out-of-order sequence...) and aborted transactions: the
+  partition goes back to its last checkpoint (producer recreated, keys evicted, state
+  restored, input re-read from the committed offset). A fenced partition waits a moment
+  first so a pending rebalance can take it away. Retriable errors (a stalled or restarting
+  broker) are retried: processing is delayed, nothing acknowledged is lost. A checkpoint
+  that fails `max_consecutive_failures` times in a row stops the worker with the reason.
+* Graceful stop (SIGTERM/SIGINT via `consumers.runtime.shutdown`, or `stop()`): a final
+  checkpoint, then `consumer.close()` leaves the group, and `run()` returns.
+
+At-least-once (`guarantee="at-least-once"`, brokers without transactions): a checkpoint
+flushes outputs, then snapshots, then commits offsets. After a crash, outputs since the last
+committed offsets are produced again with the same deterministic event ids (downstream
+dedupes); state is never applied twice, because events already contained in a restored
+snapshot (offset <= its source offset) are skipped.
+
+Duplicates (same event_id for the same key, within the last `worker.dedup_per_key` events of
+that key) are dropped, counted and dead-lettered as `duplicate`; the window is part of each
+key's snapshot, so it survives crashes and moves with the key.
+
+Side tables (`engine.processor.TableProcessor`): read in full by a `TableReader` before any
+input and between batches; their outputs go into the transaction of the partition that owns
+the output key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.runtime.metrics import MetricsHooks, RuntimeMetrics
+from consumers.runtime.restore import ChangelogReader, RestoreJob
+from consumers.runtime.sink import AtLeastOnceSink, SinkError, TransactionalSink, retrying
+from consumers.runtime.tables import TableReader
+from engine.driver import Emitted, EventRunner, input_topic_of, tables_of
+from engine.processor import Processor
+from engine.snapshots import SnapshotCodec, chunk_key
+from producers.kafka import BrokerUnreachable, check_reachable, make_consumer
+from schemas.codec import encode
+from schemas.common import Severity
+from schemas.ids import derive_event_id
+from schemas.outputs import RiskAlert
+from schemas.settings import Guarantee, Settings
+
+log = logging.getLogger("streamrisk.runtime")
+
+Status = Literal["restoring", "active", "parked"]
+RESTORING: Status = "restoring"
+ACTIVE: Status = "active"
+PARKED: Status = "parked"
+SIGNATURE_ALERT = "SNAPSHOT_SIGNATURE_INVALID"
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot go on; the message is one readable line."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How one worker runs; `from_settings` fills it from `settings.worker`."""
+
+    group: str
+    input_topic: str
+    guarantee: Guarantee = "exactly-once"
+    commit_interval_ms: int = 500
+    commit_interval_events: int = 5000
+    batch_size: int = 500
+    dedup_per_key: int = 256
+    out_of_range_policy: Literal["earliest", "latest", "fail"] = "earliest"
+    max_consecutive_failures: int = 8
+
+    @classmethod
+    def from_settings(cls, settings: Settings, processor: Processor, *,
+                      group: str | None = None, **overrides: Any) -> WorkerConfig:
+        w = settings.worker
+        values: dict[str, Any] = {
+            "group": group or f"{settings.topic_prefix}{processor.name}",
+            "input_topic": input_topic_of(processor), "guarantee": w.guarantee,
+            "commit_interval_ms": w.commit_interval_ms,
+            "commit_interval_events": w.commit_interval_events, "batch_size": w.batch_size,
+            "dedup_per_key": w.dedup_per_key, "out_of_range_policy": w.out_of_range_policy}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class _Partition:
+    status: Status
+    position: int = -1
+    """Next input offset to process."""
+    committed: int = -1
+    """Position at the last successful checkpoint."""
+    retry_at: float = 0.0
+
+
+class _TopicNames(dict[str, str]):
+    """Catalogue name -> full topic name, filled on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    def __missing__(self, short: str) -> str:
+        self[short] = full = self._settings.topic(short)
+        return full
+
+
+class Worker:
+    """Runs a processor in a consumer group with checkpoints; see the module docstring."""
+
+    def __init__(self, processor: Processor, settings: Settings,
+                 config: WorkerConfig | None = None, *,
+                 hooks: Iterable[MetricsHooks] = ()) -> None:
+        self.processor = processor
+        self.settings = settings
+        self.config = config or WorkerConfig.from_settings(settings, processor)
+        self.metrics = RuntimeMetrics()
+        for hook in hooks:
+            self.metrics.add_listener(hook)
+        self.runner = EventRunner(processor, input_topic=self.config.input_topic,
+                                  max_message_bytes=settings.max_message_bytes,
+                                  dedup_per_key=self.config.dedup_per_key)
+        self.codec = SnapshotCodec(settings.snapshot_key_bytes(), worker=processor.name,
+                                   max_message_bytes=settings.max_message_bytes)
+        self._names = _TopicNames(settings)
+        self.input_full = settings.topic(self.config.input_topic)
+        self.changelog_full = settings.topic(f"{processor.name}.changelog")
+        self._tables = tables_of(processor)
+        self._parts: dict[int, _Partition] = {}
+        self._parked: dict[int, _Partition] = {}
+        self._pending: set[int] = set()
+        self._chunks: dict[str, int] = {}
+        self._stopping = False
+        self._closing = False
+        self._failed = False
+        self._consecutive_failures = 0
+        self._events_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._out_counts: dict[str, int] = {}
+        self._dead_seen: dict[str, int] = {}
+        self._consumer: Consumer | None = None
+        self._sink: TransactionalSink | AtLeastOnceSink | None = None
+        self._restorer: ChangelogReader | None = None
+        self._table_reader: TableReader | None = None
+        self._cooperative = "cooperative" in settings.profile_defaults.assignor
+        self.exit_when_caught_up = False
+
+    # --- public -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish: final checkpoint, leave the group, return from run()."""
+        self._stopping = True
+
+    def assigned(self) -> dict[int, str]:
+        """Input partitions this worker holds and their status (for tests and status)."""
+        return {p: st.status for p, st in sorted(self._parts.items())}
+
+    def positions(self) -> dict[int, int]:
+        return {p: st.position for p, st in sorted(self._parts.items())}
+
+    def run(self) -> None:
+        """Process until `stop()`; raises WorkerError when it cannot go on."""
+        self._setup()
+        try:
+            while not self._stopping:
+                self._service()
+                consumer = self._consumer
+                assert consumer is not None
+                messages = consumer.consume(self.config.batch_size, self._poll_timeout())
+                if messages:
+                    self._process(messages)
+                if self._checkpoint_due():
+                    self._checkpoint_and_recover()
+                    if self.exit_when_caught_up and self._caught_up():
+                        self._stopping = True
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            self._shutdown()
+
+    # --- setup and shutdown -------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        settings = self.settings
+        try:
+            metadata = check_reachable(settings)
+        except BrokerUnreachable as exc:
+            raise WorkerError(str(exc)) from None
+        topics = metadata.topics
+        needed = [self.input_full, self.changelog_full, self._names["dlq"],
+                  *(settings.topic(t) for t in self._tables)]
+        missing = [t for t in needed if t not in topics]
+        if missing:
+            raise WorkerError(f"missing topics: {', '.join(missing)} (create them with "
+                              "`streamrisk topics create`)")
+        inputs = len(topics[self.input_full].partitions)
+        changelog = len(topics[self.changelog_full].partitions)
+        if changelog < inputs:
+            raise WorkerError(f"{self.changelog_full} has {changelog} partitions but "
+                              f"{self.input_full} has {inputs}: a changelog needs at least as "
+                              "many as its input")
+        base = f"{settings.topic_prefix}{self.processor.name}.{self.config.group}"
+        self._sink = (TransactionalSink(settings, base)
+                      if self.config.guarantee == "exactly-once" else AtLeastOnceSink(settings))
+        self._restorer = ChangelogReader(settings, self.changelog_full)
+        if self._tables:
+            counts = {settings.topic(t): len(topics[settings.topic(t)].partitions)
+                      for t in self._tables}
+            self._table_reader = TableReader(settings, self._tables, counts)
+            self._table_reader.bootstrap(self._apply_table)
+        consumer = make_consumer(settings, self.config.group, read_committed=True,
+                                 **{"client.id": f"{settings.client_id}-{self.processor.name}-"
+                                                 f"{socket.gethostname()}-{os.getpid()}"})
+        consumer.subscribe([self.input_full], on_assign=self._on_assign,
+                           on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._consumer = consumer
+
+    def _shutdown(self) -> None:
+        self._closing = True
+        try:
+            if not self._failed and self._consumer is not None:
+                self._checkpoint_and_recover(final=True)
+        finally:
+            if self._consumer is not None:
+                self._consumer.close()  # leaves the group; on_revoke drops what is left
+            if self._sink is not None:
+                self._sink.close_all()
+            if self._restorer is not None:
+                self._restorer.close()
+            if self._table_reader is not None:
+                self._table_reader.close()
+            self._flush_counts()
+
+    # --- the hot path -------------------------------------------------------------------------
+
+    def _process(self, messages: list[Message]) -> None:
+        start = time.perf_counter()
+        parts = self._parts
+        handle = self.runner.handle
+        sink = self._sink
+        assert sink is not None
+        produce = sink.produce
+        names = self._names
+        counts = self._out_counts
+        handled = 0
+        for message in messages:
+            if message.error() is not None:
+                self._consumer_error(message)
+                continue
+            partition: int = message.partition()  # type: ignore[assignment]
+            state = parts.get(partition)
+            offset: int = message.offset()  # type: ignore[assignment]
+            if state is None or state.status != ACTIVE or offset < state.position:
+                continue  # revoked, restoring, or already processed
+            for out in handle(partition, offset, message.key(), message.value(),
+                              message.timestamp()[1]):
+                produce(partition, names[out.topic], out.key, out.value)
+                counts[out.topic] = counts.get(out.topic, 0) + 1
+            state.position = offset + 1
+            handled += 1
+        self._events_since_checkpoint += handled
+        sink.poll()
+        self.metrics.batch(handled, time.perf_counter() - start)
+
+    def _consumer_error(self, message: Message) -> None:
+        error = message.error()
+        if error is None:
+            return
+        code = error.code()
+        if code == KafkaError._PARTITION_EOF:
+            return
+        if code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+            self.metrics.recovery("offset_out_of_range")
+            if self.config.out_of_range_policy == "fail":
+                raise WorkerError(f"{self.input_full}[{message.partition()}]: committed offset "
+                                  "out of range and worker.out_of_range_policy is 'fail' "
+                                  f"({error.str()})")
+            return
+        if error.fatal():
+            raise WorkerError(f"consumer failed: {error.str()}")
+        log.warning("consumer error (retrying): %s", error.str())
+
+    def _poll_timeout(self) -> float:
+        if self._pending or (self._restorer is not None and self._restorer.busy):
+            return 0.01
+        return 0.1
+
+    # --- side tables --------------------------------------------------------------------------
+
+    def _apply_table(self, topic: str, value: bytes | None) -> None:
+        for out in self.runner.apply_table(topic, value):
+            self._route(out)
+
+    def _route(self, out: Emitted) -> None:
+        """Publish an output not caused by an input message: in the transaction of the
+        partition owning its key (or any active partition)."""
+        sink = self._sink
+        assert sink is not None
+        partition = self.runner.key_partition.get(out.key or "")
+        state = self._parts.get(partition) if partition is not None else None
+        if partition is None or state is None or state.status != ACTIVE:
+            active = [p for p, st in self._parts.items() if st.status == ACTIVE]
+            if not active:
+                log.warning("dropping %s output for %s: no active partition", out.topic,
+                            out.key)
+                return
+            partition = active[0]
+        sink.produce(partition, self._names[out.topic], out.key, out.value)
+        self._out_counts[out.topic] = self._out_counts.get(out.topic, 0) + 1
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        return (self._events_since_checkpoint >= self.config.commit_interval_events
+                or (time.monotonic() - self._last_checkpoint) * 1000
+                >= self.config.commit_interval_ms)
+
+    def _checkpoint_and_recover(self, final: bool = False) -> None:
+        active = [p for p, st in self._parts.items() if st.status == ACTIVE]
+        failures = self._checkpoint(active)
+        for partition, error in failures.items():
+            if final:
+                continue
+            self._rewind(partition, error)
+        if failures:
+            self._consecutive_failures += 1
+            if self._consecutive_failures >= self.config.max_consecutive_failures:
+                reason = next(iter(failures.values())).reason
+                raise WorkerError(f"checkpoints failed {self._consecutive_failures} times in "
+                                  f"a row: {reason}")
+        elif active:
+            self._consecutive_failures = 0
+
+    def _checkpoint(self, partitions: list[int]) -> dict[int, SinkError]:
+        """Snapshot the dirty keys of `partitions` and commit them with their offsets."""
+        self._events_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        sink, consumer = self._sink, self._consumer
+        assert sink is not None and consumer is not None
+        start = time.perf_counter()
+        wanted = set(partitions)
+        dirty = self.runner.take_dirty()
+        by_partition: dict[int, list[str]] = {}
+        leftover = set()
+        key_partition = self.runner.key_partition
+        for key in dirty:
+            partition = key_partition.get(key)
+            if partition in wanted:
+                by_partition.setdefault(partition, []).append(key)
+            elif partition is not None:
+                leftover.add(key)
+        self.runner.dirty |= leftover
+        try:
+            sink.flush_outputs()  # at-least-once: outputs are acknowledged before snapshots
+        except SinkError as exc:
+            self.runner.dirty |= dirty - leftover
+            return dict.fromkeys(wanted, exc)
+        keys = 0
+        for partition, part_keys in by_partition.items():
+            for key in sorted(part_keys):
+                keys += self._write_snapshot(partition, key)
+        offsets = {}
+        for partition in partitions:
+            state = self._parts[partition]
+            if state.position >= 0 and (state.position != state.committed
+                                        or partition in by_partition):
+                offsets[partition] = [TopicPartition(self.input_full, partition,
+                                                     state.position)]
+        failures = sink.commit(offsets, consumer)
+        for partition in partitions:
+            if partition not in failures:
+                state = self._parts[partition]
+                state.committed = state.position
+        self._flush_counts()
+        self.metrics.checkpoint(time.perf_counter() - start, len(offsets), keys)
+        self._sample_lag(partitions)
+        return failures
+
+    def _write_snapshot(self, partition: int, key: str) -> int:
+        sink = self._sink
+        assert sink is not None
+        snap = self.runner.snapshot(key)
+        if snap.state is None and not snap.dedup:
+            messages: list[tuple[str, bytes | None]] = [(key, None)]
+        else:
+            messages = list(self.codec.encode(snap))
+        previous = self._chunks.pop(key, 1)
+        if len(messages) > 1:
+            self._chunks[key] = len(messages)
+        for index in range(len(messages), previous):  # chunks of a bigger, older snapshot
+            messages.append((chunk_key(key, index), None))
+        for message_key, value in messages:
+            sink.produce(partition, self.changelog_full, message_key, value, partition)
+        return 1
+
+    def _sample_lag(self, partitions: list[int]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        for partition in partitions:
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.input_full, partition), cached=True)
+            except KafkaException:
+                continue
+            position = self._parts[partition].position
+            if high >= 0 and position >= 0:
+                self.metrics.lag(partition, max(0, high - position))
+
+    def _flush_counts(self) -> None:
+        for topic, count in self._out_counts.items():
+            self.metrics.produced(topic, count)
+        self._out_counts.clear()
+        dead = self.runner.stats.dead_letters
+        for kind, total in dead.items():
+            new = total - self._dead_seen.get(kind, 0)
+            if new:
+                self.metrics.dead_letter(kind, new)
+                self._dead_seen[kind] = total
+
+    def _caught_up(self) -> bool:
+        consumer = self._consumer
+        if consumer is None or self._pending or not self._parts:
+            return False
+        for partition, state in self._parts.items():
+            if state.status != ACTIVE:
+                return False
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(self.input_full, partition), 5.0, cached=False)
+            if state.committed < high:
+                return False
+        return True
+
+    # --- going back to the last checkpoint ----------------------------------------------------
+
+    def _rewind(self, partition: int, error: SinkError | None, reason: str = "") -> None:
+        """Throw away everything of `partition` since its last checkpoint and restore it."""
+        state = self._parts.get(partition)
+        sink, consumer = self._sink, self._consumer
+        assert sink is not None and consumer is not None
+        self.metrics.recovery(reason or (error.kind if error else "rewind"))
+        log.warning("partition %s goes back to its last checkpoint: %s", partition,
+                    error.reason if error else reason)
+        sink.reset(partition, error)
+        if state is not None:
+            delay = 1.0 if error is not None and error.kind == "fenced" else 0.0
+            self._restart(partition, delay)
+
+    def _restart(self, partition: int, delay: float) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        for key in self.runner.evict_partition(partition):
+            self._chunks.pop(key, None)
+        self._parts[partition] = _Partition(RESTORING, retry_at=time.monotonic() + delay)
+        consumer.pause([TopicPartition(self.input_full, partition)])
+        self._pending.add(partition)
+
+    # --- restores -----------------------------------------------------------------------------
+
+    def _service(self) -> None:
+        restorer = self._restorer
+        assert restorer is not None
+        if self._pending:
+            self._start_restores()
+        if restorer.busy:
+            idle = not any(st.status == ACTIVE for st in self._parts.values())
+            for job in restorer.poll(0.05 if idle else 0.0):
+                self._finish_restore(job)
+        if self._table_reader is not None:
+            self._table_reader.drain(self._apply_table)
+
+    def _start_restores(self) -> None:
+        sink, restorer, consumer = self._sink, self._restorer, self._consumer
+        assert sink is not None and restorer is not None and consumer is not None
+        now = time.monotonic()
+        assigned = {tp.partition for tp in consumer.assignment()
+                    if tp.topic == self.input_full}
+        ready = []
+        for partition in sorted(self._pending):
+            state = self._parts.get(partition)
+            if state is None or state.status != RESTORING or partition not in assigned:
+                self._pending.discard(partition)
+            elif state.retry_at <= now:
+                ready.append(partition)
+        if not ready:
+            return
+        # Fence the previous owner first: its open transaction is aborted before we read.
+        for partition, error in sink.open(ready).items():
+            log.warning("cannot open partition %s yet: %s", partition, error.reason)
+            self._parts[partition].retry_at = now + 1.0
+            ready.remove(partition)
+        if not ready:
+            return
+        try:
+            finished = restorer.start(ready)
+        except KafkaException as exc:
+            log.warning("cannot start restoring %s yet: %s", ready, exc)
+            for partition in ready:
+                self._parts[partition].retry_at = now + 1.0
+            return
+        self._pending.difference_update(ready)
+        for job in finished:
+            self._finish_restore(job)
+
+    def _finish_restore(self, job: RestoreJob) -> None:
+        partition = job.partition
+        state = self._parts.get(partition)
+        if state is None or state.status != RESTORING:
+            return
+        restored, rejected = self.codec.assemble(job.values(), partition)
+        keys = 0
+        for snap in restored.values():
+            if snap is not None:
+                self.runner.restore(snap)
+                keys += 1
+        for refused in rejected:
+            self.metrics.snapshot_rejected(refused.kind)
+            log.warning("changelog %s[%s] key %r refused (%s): %s", self.changelog_full,
+                        partition, refused.key, refused.kind, refused.reason)
+            if refused.kind == "signature":
+                value, offset, ts = job.latest.get(refused.message_key, (None, -1, 0))
+                self._signature_alert(partition, refused.key, value or b"", offset, ts)
+        position = self._resume_position(partition)
+        self.runner.resumed(partition, position)
+        consumer = self._consumer
+        assert consumer is not None
+        tp = TopicPartition(self.input_full, partition, position)
+        consumer.seek(tp)
+        consumer.resume([tp])
+        state.status = ACTIVE
+        state.position = state.committed = position
+        self.metrics.restore(time.perf_counter() - job.started, partition, keys)
+
+    def _signature_alert(self, partition: int, key: str, value: bytes, offset: int,
+                         timestamp_ms: int) -> None:
+        sink = self._sink
+        assert sink is not None
+        import hashlib
+
+        digest = hashlib.blake2b(value, digest_size=12).hexdigest()
+        where = f"{self.changelog_full}:{partition}:{offset}"
+        alert = RiskAlert(
+            event_id=derive_event_id(f"{where}:{digest}", SIGNATURE_ALERT),
+            ts_event=max(0, timestamp_ms) * 1_000_000, ts_init=time.time_ns(),
+            source=self.processor.name, reason_code=SIGNATURE_ALERT,
+            severity=Severity.CRITICAL, entity=self.processor.name[:128],
+            entity_kind="worker", observed=1.0, threshold=0.0,
+            message=(f"snapshot of key {key[:200]!r} at {where} failed its signature check "
+                     "and was not loaded; the key starts cold"),
+            cause_event_id=where[:128])
+        sink.produce(partition, self._names[RiskAlert.TOPIC], self.processor.name,
+                     encode(alert))
+        self._out_counts[RiskAlert.TOPIC] = self._out_counts.get(RiskAlert.TOPIC, 0) + 1
+
+    def _resume_position(self, partition: int) -> int:
+        """The committed offset, or where the out-of-range policy says to start."""
+        consumer = self._consumer
+        assert consumer is not None
+        tp = TopicPartition(self.input_full, partition)
+        timeout = max(5.0, self.settings.profile_defaults.socket_timeout_ms / 1000)
+        patience = 2 * self.settings.profile_defaults.transaction_timeout_ms / 1000
+        # A stalled broker delays the resume; it does not lose the partition.
+        committed = retrying(lambda: consumer.committed([tp], timeout), patience)[0].offset
+        low, high = retrying(lambda: consumer.get_watermark_offsets(tp, timeout, cached=False),
+                             patience)
+        policy = self.config.out_of_range_policy
+        if committed < 0:  # a new group
+            return high if policy == "latest" else max(low, 0)
+        if low <= committed <= high:
+            return int(committed)
+        self.metrics.recovery("offset_out_of_range")
+        if policy == "fail":
+            raise WorkerError(f"committed offset {committed} of {self.input_full}[{partition}] "
+                              f"is outside [{low}, {high}] and worker.out_of_range_policy is "
+                              "'fail'")
+        log.warning("committed offset %s of %s[%s] is outside [%s, %s]: resuming at the %s",
+                    committed, self.input_full, partition, low, high,
+                    "start" if policy == "earliest" else "end")
+        return int(low if policy == "earliest" else high)
+
+    # --- rebalance callbacks (run inside consumer.consume) ------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        mine = [tp.partition for tp in partitions if tp.topic == self.input_full]
+        sink = self._sink
+        assert sink is not None
+        reusable = [p for p in mine if p in self._parked and sink.has(p)]
+        committed: dict[int, int] = {}
+        if reusable:
+            try:
+                for tp in consumer.committed(
+                        [TopicPartition(self.input_full, p) for p in reusable], 10.0):
+                    committed[tp.partition] = tp.offset
+            except KafkaException:
+                committed = {}
+        restore = []
+        for partition in mine:
+            parked = self._parked.pop(partition, None)
+            if parked is not None and committed.get(partition) == parked.position >= 0:
+                parked.status = ACTIVE
+                self._parts[partition] = parked
+                continue
+            if parked is not None:
+                self._drop(partition)
+            self._parts[partition] = _Partition(RESTORING)
+            restore.append(partition)
+        for partition in list(self._parked):
+            del self._parked[partition]
+            self._drop(partition)
+        if restore:
+            consumer.pause([TopicPartition(self.input_full, p) for p in restore])
+            self._pending.update(restore)
+        self.metrics.rebalance(len(mine), 0)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        mine = [tp.partition for tp in partitions if tp.topic == self.input_full]
+        active = [p for p in mine if p in self._parts and self._parts[p].status == ACTIVE]
+        failures: dict[int, SinkError] = {}
+        if active and not self._failed:
+            try:
+                failures = self._checkpoint(active)
+            except Exception as exc:  # noqa: BLE001 - a revoke must always hand over
+                log.warning("checkpoint on revoke failed: %s", exc)
+                failures = {p: SinkError("abort", str(exc)) for p in active}
+        else:
+            failures = {p: SinkError("abort", "not committed") for p in active}
+        for partition in mine:
+            state = self._parts.pop(partition, None)
+            if state is None:
+                continue
+            if (state.status == ACTIVE and partition not in failures and not self._cooperative
+                    and not self._closing):
+                state.status = PARKED
+                self._parked[partition] = state
+            else:
+                self._drop(partition)
+        if self._cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+        self.metrics.rebalance(0, len(mine))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a revoke (session timeout): nothing can be
+        committed, whatever is open is aborted."""
+        for tp in partitions:
+            if tp.topic == self.input_full:
+                self._parts.pop(tp.partition, None)
+                self._parked.pop(tp.partition, None)
+                self._drop(tp.partition)
+        if self._cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+
+    def _drop(self, partition: int) -> None:
+        """Forget a partition: its keys, its restore, its open transaction."""
+        for key in self.runner.evict_partition(partition):
+            self._chunks.pop(key, None)
+        self._pending.discard(partition)
+        if self._restorer is not None:
+            self._restorer.cancel([partition])
+        if self._sink is not None:
+            self._sink.close(partition)
+        self.metrics.forget_partition(partition)
+
+
+__all__ = ["Worker", "WorkerConfig", "WorkerError"]
