@@ -83,7 +83,9 @@ def fill(cl: str, account: str = "A", symbol: str = "AAPL", ts: int = S, side: s
 
 def limit_config(scope: str, parent: str | None = None, ts: int = 0, by: str = "alice",
                  appetite: float = 1.0, override: LimitOverride | None = None,
+                 levels_map: dict[str, tuple[float | None, float | None]] | None = None,
                  **levels: tuple[float | None, float | None]) -> LimitConfig:
+    levels = {**(levels_map or {}), **levels}
     return LimitConfig(event_id=eid("l"), ts_event=ts, ts_init=0, source="cli", scope=scope,
                        parent=parent, changed_by=by, risk_appetite=appetite, override=override,
                        limits={m: LimitLevel(soft=s, hard=h) for m, (s, h) in levels.items()})
