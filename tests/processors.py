@@ -211,7 +211,8 @@ def produce_recording(settings: Any, messages: Sequence[RecordedMessage]) -> Non
     from producers.kafka import DeliveryTracker, flush_all, make_producer
 
     tracker = DeliveryTracker()
-    producer = make_producer(settings, **{"linger.ms": 20, "batch.num.messages": 10000})
+    fast: dict[str, Any] = {"linger.ms": 20, "batch.num.messages": 10000}
+    producer = make_producer(settings, **fast)
     for m in messages:
         while True:
             try:
@@ -237,8 +238,8 @@ def read_committed(settings: Any, topics: Iterable[str], timeout_s: float = 60.0
 
     short = {settings.topic(t): t for t in topics}
     probe = make_consumer(settings, None, read_committed=False)
-    reader = make_consumer(settings, None, read_committed=True,
-                           **{"enable.partition.eof": True})
+    eof: dict[str, Any] = {"enable.partition.eof": True}
+    reader = make_consumer(settings, None, read_committed=True, **eof)
     metadata = probe.list_topics(timeout=10)
     ends: dict[tuple[str, int], int] = {}
     assign = []
