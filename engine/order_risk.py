@@ -342,8 +342,8 @@ class OrderRiskProcessor:
                 strategy_scope(st.account, strategy), auto_recover=self.config.auto_recover)
         return machine
 
-    def _refresh(self, st: AccountState, ts: int, extra: str | None = None) -> None:
-        """Roll the trading day and mark the book with prices as of `ts`."""
+    def _refresh(self, st: AccountState, ts: int, extra: str | None = None) -> float:
+        """Roll the trading day and mark the book with prices as of `ts`; the day PnL."""
         book = st.book
         day = self.config.day_of(ts)
         if book.day is None or day > book.day:
@@ -352,8 +352,30 @@ class OrderRiskProcessor:
                 self._mark(book, day_start - 1)
             book.roll_day(day)
         self._mark(book, ts, extra)
-        book.update_path()
+        _, day_pnl = book.update_path()
         st.last_ts = max(st.last_ts, ts)
+        return day_pnl
+
+    def _pre_trade_state(self, st: AccountState, cause: Envelope, day_pnl: float,
+                         limit: Callable[[str, Group], EffectiveLimit]) -> list[Output]:
+        """Evaluate the account's state drivers at the order's time, before the gate, so an
+        order is judged against the state its own event time implies (prices just marked)."""
+        ts = cause.ts_event
+        _prune(st.throttle_hits, ts - self.config.throttle_hits_window_ns)
+        book = st.book
+        values = {"day_loss": max(0.0, -day_pnl), "drawdown_intraday": book.drawdown_intraday,
+                  "drawdown_trailing": book.drawdown_trailing,
+                  "anomaly_score": st.model.score_ewma,
+                  "throttle_hits": float(len(st.throttle_hits))}
+        readings = []
+        for metric in STATE_METRICS:
+            lim = limit(metric, "account")
+            if lim.empty:
+                continue
+            value = values[metric] if metric != "var_95" else self._var(st, ts)[0]
+            readings.append(Reading(metric, value, lim.soft, lim.hard))
+        transition = st.machine.evaluate(readings, ts)
+        return [] if transition is None else self._transition_outputs(st, transition, cause)
 
     def _mark(self, book: AccountBook, ts: int, extra: str | None = None) -> None:
         symbols = book.symbols()
@@ -423,10 +445,11 @@ class OrderRiskProcessor:
         t0 = self._clock()
         cfg = self.config
         ts = ev.ts_event
-        self._refresh(st, ts, ev.symbol)
+        day_pnl = self._refresh(st, ts, ev.symbol)
         book = st.book
         ref = self.instruments.as_of(ev.symbol, ts)
         scopes, limit = self._limits_for(ev.account, ev.strategy, ev.symbol, ts)
+        out += self._pre_trade_state(st, ev, day_pnl, limit)
         state, state_scope, cause = self._effective_state(st, scopes, ev.strategy)
 
         # rate windows count every order message, this one included
