@@ -76,7 +76,7 @@ def _create(ctx: Context) -> int:
         table.add_row(spec.name, str(spec.partitions),
                       "[green]created[/]" if name in created else "exists",
                       _drift_status(name, drift))
-    _print_wide(ctx, table)
+    print_wide(ctx, table)
     _print_drift(ctx, drift)
     ctx.out.print(f"created {len(report.created)}, {len(report.existing)} already existed, "
                   f"{len(report.drift)} with drift", markup=False)
@@ -100,7 +100,7 @@ def _list(ctx: Context) -> int:
     table.add_column("partitions", justify="right")
     for name, partitions in topics.items():
         table.add_row(name, str(partitions))
-    _print_wide(ctx, table)
+    print_wide(ctx, table)
     return 0
 
 
@@ -130,7 +130,7 @@ def _describe(ctx: Context) -> int:
                       spec.config.get("cleanup.policy", "delete"), _retention(spec),
                       _drift_status(settings.topic(spec.name), drift), spec.key,
                       ", ".join(spec.value_types))
-    _print_wide(ctx, table)
+    print_wide(ctx, table)
     _print_drift(ctx, drift)
     if drift:
         ctx.out.print(f"{len(drift)} of {len(all_specs())} topics drift from the catalogue",
@@ -140,7 +140,7 @@ def _describe(ctx: Context) -> int:
     return 0
 
 
-def _print_wide(ctx: Context, renderable: object) -> None:
+def print_wide(ctx: Context, renderable: object) -> None:
     """Tables keep their natural width when written to a pipe or file (no 80-column squeeze);
     in a terminal they fit the terminal."""
     if ctx.out.is_terminal:
