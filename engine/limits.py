@@ -46,7 +46,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from schemas.codec import describe_validation_error
-from schemas.common import scope_kind
+from schemas.common import scope_id, scope_kind
 from schemas.control import LimitConfig, LimitLevel, LimitOverride
 from schemas.ids import content_event_id
 
@@ -209,6 +209,17 @@ def _tighter(current: float | None, value: float | None) -> bool:
     return value is not None and (current is None or value < current)
 
 
+def _tightest(a: EffectiveLimit, b: EffectiveLimit) -> EffectiveLimit:
+    soft, soft_src = (b.soft, b.soft_source) if _tighter(a.soft, b.soft) else (a.soft,
+                                                                                a.soft_source)
+    hard, hard_src = (b.hard, b.hard_source) if _tighter(a.hard, b.hard) else (a.hard,
+                                                                                a.hard_source)
+    if soft is not None and hard is not None and soft > hard:
+        soft, soft_src = hard, hard_src
+    return EffectiveLimit(soft, hard, soft_src if soft is not None else None,
+                          hard_src if hard is not None else None)
+
+
 @dataclass
 class LimitBook:
     """Every scope's current LimitConfig, and the resolution of effective limits.
@@ -364,6 +375,39 @@ class LimitBook:
             # a loose soft level under a tighter hard one warns at the hard level
             soft, soft_src = hard, hard_src
         return EffectiveLimit(soft, hard, soft_src, hard_src)
+
+    def effective(self, scope: str, metric: str, ts: int) -> EffectiveLimit:
+        """The tightest levels of `metric` that bind `scope` itself: its own level, those of
+        every scope above it and the defaults (instrument scopes: their own level only).
+
+        For an account this is `resolve(..., "account")`; for a strategy, its own level
+        together with its account's chain (what `streamrisk limits show` reports).
+        """
+        kind = scope_kind(scope)
+        if kind == "instrument":
+            level = self.levels(scope, ts).get(metric)
+            if level is None:
+                return NO_LIMIT
+            src = scope if level.hard is not None else None
+            return EffectiveLimit(level.soft, level.hard, scope if level.soft is not None
+                                  else None, src)
+        if kind in ("account", "strategy"):
+            account, _, strategy = scope_id(scope).partition("/")
+            scopes = self.order_scopes(account, strategy or "-", "-")
+            own = self.resolve(metric, scopes, ts, "account")
+            if kind == "account":
+                return own
+            mine = self.resolve(metric, scopes, ts, "strategy")
+            return _tightest(own, mine)
+        out = NO_LIMIT
+        level = self.defaults.get(metric)
+        if level is not None:
+            out = _tightest(out, EffectiveLimit(level.soft, level.hard, "default", "default"))
+        for above in (scope, *self.ancestors(scope)):
+            level = self.levels(above, ts).get(metric)
+            if level is not None:
+                out = _tightest(out, EffectiveLimit(level.soft, level.hard, above, above))
+        return out
 
     def capital(self, scopes: OrderScopes, ts: int, default: float) -> float:
         level = self.levels(scopes.account, ts).get("capital")
