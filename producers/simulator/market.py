@@ -224,6 +224,8 @@ class MarketSimulator:
         self.x = np.log([ins.ref_price for ins in instruments]) if n else np.zeros(0)
         self.base_var = np.array([ins.daily_vol ** 2 / SESSION_S * dt_s for ins in instruments])
         self.h = self.base_var.copy()
+        self.quote_lam = np.array([ins.quote_rate * dt_s for ins in instruments])
+        self.trade_lam = np.array([ins.trade_rate * dt_s for ins in instruments])
         self.omega = (1 - _GARCH_ALPHA - _GARCH_BETA) * self.base_var
         self.chol = {r: _cholesky(instruments, r) for r in _RHO} if n else {}
         self.stressed = False
@@ -307,49 +309,64 @@ class MarketSimulator:
         new_mid = np.exp(self.x)
         frac = ((t0 - self.start_ns) / NS % SESSION_S) / SESSION_S
         vprof, sprof = volume_profile(frac), spread_profile(frac)
-        sigma = np.sqrt(self.h)
-        for i, ins in enumerate(self.instruments):
-            out.extend(self._instrument_step(t0, i, ins, eff[i], float(prev_mid[i]),
-                                             float(new_mid[i]), float(r[i] / sigma[i]),
-                                             vprof, sprof))
-            if self.news_enabled and rng.random() < dt / 1200:
+        if self.stressed:
+            sprof *= _STRESS["spread"]
+        zscores = (r / np.sqrt(self.h)).tolist()
+        # Counts for every instrument in two draws: per-event scalar draws are the cost here.
+        n_quotes = rng.poisson(self.quote_lam).tolist()
+        trade_lam = self.trade_lam * vprof * np.array([e.trade_mult for e in eff])
+        n_trades = rng.poisson(trade_lam * (_STRESS["trades"] if self.stressed else 1)).tolist()
+        news = (rng.random(n) < dt / 1200).tolist() if self.news_enabled else [False] * n
+        mids = zip(prev_mid.tolist(), new_mid.tolist(), strict=True)
+        for i, (ins, (mid0, mid1)) in enumerate(zip(self.instruments, mids, strict=True)):
+            out.extend(self._instrument_step(t0, i, ins, eff[i], mid0, mid1, zscores[i],
+                                             n_quotes[i], n_trades[i], sprof))
+            if news[i]:
                 out.append(self._random_news(t0, i, ins))
         return out
 
     def _instrument_step(self, t0: int, i: int, ins: Instrument, eff: Effects, mid0: float,
-                         mid1: float, zscore: float, vprof: float, sprof: float) -> list[Pending]:
-        rng = self.rng
-        stress = self.stressed
-        n_quotes = int(rng.poisson(ins.quote_rate * self.dt_s))
+                         mid1: float, zscore: float, n_quotes: int, n_trades: int,
+                         spread_mult: float) -> list[Pending]:
         book = self.books[i]
         if n_quotes == 0 and abs(mid1 - mid0) > book.ask - book.bid:
             n_quotes = 1  # a move wider than the spread is always quoted
-        trade_lam = ins.trade_rate * self.dt_s * vprof * eff.trade_mult
-        n_trades = 0 if eff.stale else int(rng.poisson(trade_lam * (_STRESS["trades"]
-                                                                    if stress else 1)))
-        if n_quotes == 0 and n_trades == 0:
+        if eff.stale:
+            n_trades = 0
+        count = n_quotes + n_trades
+        if count == 0:
             return []
-        offsets = np.sort(rng.integers(1, self.dt_ns, n_quotes + n_trades))
-        kinds = rng.permutation(np.array([0] * n_quotes + [1] * n_trades))
+        rng = self.rng
+        # Every random number this instrument needs in this step, in two draws (numpy's
+        # per-call overhead, not the numbers, is what costs here).
+        u = rng.random(3 * count).tolist()
+        normals = rng.standard_normal(2 * count).tolist()
+        offsets = sorted(1 + int(x * (self.dt_ns - 1)) for x in u[:count])
+        is_quote = [False] * count
+        for k in sorted(range(count), key=u[count:2 * count].__getitem__)[:n_quotes]:
+            is_quote[k] = True  # the quotes' places among the step's events are random
+        uniforms = u[2 * count:]
         out: list[Pending] = []
         quotes_done = 0
         buy_p = 0.5 + max(-0.3, min(0.3, 0.15 * zscore))
-        for offset, kind in zip(offsets.tolist(), kinds.tolist(), strict=True):
-            ts = t0 + int(offset)
-            if kind == 0:
+        trade_mu = math.log(ins.trade_lots)
+        for k in range(count):
+            ts = t0 + offsets[k]
+            if is_quote[k]:
                 quotes_done += 1
                 if not eff.stale:
                     mid = mid0 + (mid1 - mid0) * quotes_done / n_quotes
-                    book = self._quote(ins, mid, eff, sprof * (_STRESS["spread"] if stress else 1))
+                    book = self._quote(ins, mid, eff, spread_mult, uniforms[k],
+                                       normals[2 * k], normals[2 * k + 1])
                     self.books[i] = book
                 out.append(Pending(ts, "market", ins.symbol, SOURCE, Quote, {
                     "symbol": ins.symbol, "bid": book.bid, "ask": book.ask,
                     "bid_size": book.bid_size, "ask_size": book.ask_size}))
             else:
-                buy = rng.random() < buy_p
+                buy = uniforms[k] < buy_p
                 # While crossed, prints land between the broken quotes.
                 price = ins.snap(book.mid) if eff.crossed else (book.ask if buy else book.bid)
-                lots = max(1.0, round(rng.lognormal(math.log(ins.trade_lots), 0.8)
+                lots = max(1.0, round(math.exp(trade_mu + 0.8 * normals[2 * k])
                                       * eff.size_mult))
                 qty = lots * ins.lot_size
                 self.last_trade[i] = price
@@ -359,19 +376,19 @@ class MarketSimulator:
                     "aggressor": Side.BUY if buy else Side.SELL}))
         return out
 
-    def _quote(self, ins: Instrument, mid: float, eff: Effects, spread_mult: float) -> Book:
+    def _quote(self, ins: Instrument, mid: float, eff: Effects, spread_mult: float, u: float,
+               z_bid: float, z_ask: float) -> Book:
         tick = ins.tick_size
         ticks = mid * ins.spread_bps * 1e-4 * spread_mult * eff.spread_mult / tick
-        rng = self.rng
-        spread = max(1, round(ticks)) + int(rng.random() < 0.2)  # some quotes a tick wider
-        size_mean = ins.trade_lots * 3
-        bid_size = max(1.0, round(rng.lognormal(math.log(size_mean), 0.6))) * ins.lot_size
-        ask_size = max(1.0, round(rng.lognormal(math.log(size_mean), 0.6))) * ins.lot_size
+        size_mu = math.log(ins.trade_lots * 3)
+        bid_size = max(1.0, round(math.exp(size_mu + 0.6 * z_bid))) * ins.lot_size
+        ask_size = max(1.0, round(math.exp(size_mu + 0.6 * z_ask))) * ins.lot_size
         if eff.crossed:
             # A broken feed or a bad venue: bid above ask by one to three ticks.
-            gap = int(rng.integers(1, 4))
+            gap = 1 + int(u * 3)
             ask = ins.snap(mid - gap * tick / 2)
             return Book(ins.snap(ask + gap * tick), ask, bid_size, ask_size)
+        spread = max(1, round(ticks)) + int(u < 0.2)  # some quotes a tick wider
         bid = snap_to_tick(math.floor((mid - spread * tick / 2) / tick + 1e-9) * tick, tick)
         return Book(bid, round(bid + spread * tick, ins.decimals), bid_size, ask_size)
 

@@ -56,6 +56,7 @@ class Scenario:
     target: ClassVar[str]  # "instrument" or "account"
     nominal_s: ClassVar[float]  # preferred window length
     min_s: ClassVar[float]  # shortest window that still shows the pattern
+    extra_events: ClassVar[int] = 0  # about how many events it adds (to plan --events runs)
 
     def __init__(self, entity: str, start_ns: int, end_ns: int, rng: np.random.Generator,
                  symbol: str | None = None) -> None:
@@ -101,6 +102,7 @@ class FlashCrash(Scenario):
     description = "price drops 5-8% within seconds on heavy volume, then partly recovers"
     target = "instrument"
     nominal_s, min_s = 45.0, 16.0
+    extra_events = 300
 
     def on_step(self, ctx: StepContext) -> None:
         if self.is_first(ctx):
@@ -152,6 +154,7 @@ class VolumeBurst(Scenario):
     description = "trading activity jumps to about 12x normal, with larger prints"
     target = "instrument"
     nominal_s, min_s = 30.0, 10.0
+    extra_events = 650
 
     def on_step(self, ctx: StepContext) -> None:
         e = ctx.effect(self.symbol)
@@ -186,6 +189,7 @@ class NewsShock(Scenario):
     description = "strongly negative news, then a 3-5% sell-off with volatility tripled"
     target = "instrument"
     nominal_s, min_s = 60.0, 20.0
+    extra_events = 500
 
     def on_step(self, ctx: StepContext) -> None:
         e = ctx.effect(self.symbol)
@@ -227,6 +231,7 @@ class RunawayAlgo(Scenario):
     description = "one account's strategy fires about 300 orders within a few seconds"
     target = "account"
     nominal_s, min_s = 4.0, 2.0
+    extra_events = 850
     total_orders: ClassVar[int] = 300
 
     def on_step(self, ctx: StepContext) -> None:

@@ -133,9 +133,11 @@ class Simulation:
                                      start_ns=cfg.start_ns, dt_s=cfg.dt_s,
                                      bar_interval_s=cfg.bar_interval_s))
         rate = max(1.0, sum(1 for _ in probe) / 60.0)
-        # Scenarios add events (bursts, crashes), so the run ends sooner than the plain rate
-        # says: plan on 80% of it to fit every window in.
-        return max(cfg.dt_s, 0.8 * cfg.events / rate)
+        # Scenarios add events (bursts, crashes) and order flow picks up after the first
+        # minute: plan on 80% of what is left, so every window ends before the run does.
+        extra = sum(SCENARIOS[name].extra_events for name in cfg.scenarios)
+        events = max(0.3 * cfg.events, 0.8 * (cfg.events - extra))
+        return max(cfg.dt_s, events / rate)
 
     def _plan(self) -> list[Scenario]:
         cfg, rng = self.config, self._rng_scen
