@@ -19,6 +19,7 @@ checkpoint of 2 partitions, 5 keys
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -74,6 +75,9 @@ class RuntimeMetrics(MetricsHooks):
     snapshots_rejected: Counter[str] = field(default_factory=Counter)
     recoveries: Counter[str] = field(default_factory=Counter)
     rebalances: int = 0
+    first_event_at: float = 0.0
+    """perf_counter() when the first event was handled (0: none yet)."""
+    last_event_at: float = 0.0
     listeners: list[MetricsHooks] = field(default_factory=list, repr=False)
 
     def add_listener(self, hooks: MetricsHooks) -> None:
@@ -84,6 +88,11 @@ class RuntimeMetrics(MetricsHooks):
         return sum(self.lag_by_partition.values())
 
     def batch(self, events: int, seconds: float) -> None:
+        if events:
+            now = time.perf_counter()
+            if not self.events_in:
+                self.first_event_at = now - seconds
+            self.last_event_at = now
         self.events_in += events
         self.processing_seconds += seconds
         self.batches += 1

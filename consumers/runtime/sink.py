@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -88,7 +88,54 @@ def _produce(producer: Producer, topic: str, value: bytes | None, key: str | byt
             producer.poll(0.05)
 
 
-class TransactionalSink:
+class _Buffered:
+    """Outputs are buffered per (input partition, topic) and handed to librdkafka with one
+    `produce_batch` call per buffer at the end of each consumed batch: a produce call per
+    message costs several times more (lock traffic and wake-ups of the producer threads)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        self.touched: set[int] = set()
+
+    def _producer_for(self, partition: int) -> Producer:
+        raise NotImplementedError
+
+    def produce(self, partition: int, topic: str, key: str | bytes | None,
+                value: bytes | None, target: int = -1) -> None:
+        """Publish on behalf of input `partition` (to partition `target` of `topic`, or by
+        key when -1): inside that partition's open transaction in exactly-once mode."""
+        topics = self._buffers.get(partition)
+        if topics is None:
+            topics = self._buffers[partition] = {}
+        buffer = topics.get(topic)
+        if buffer is None:
+            buffer = topics[topic] = []
+        if target < 0:
+            buffer.append({"value": value, "key": key})
+        else:
+            buffer.append({"value": value, "key": key, "partition": target})
+
+    def send(self) -> None:
+        """Hand every buffered message to librdkafka."""
+        for partition, topics in self._buffers.items():
+            producer = None
+            for topic, buffer in topics.items():
+                if not buffer:
+                    continue
+                producer = producer or self._producer_for(partition)
+                producer.produce_batch(topic, buffer)
+                for message in buffer:
+                    if "_error" in message:  # queue full: let it drain, then one by one
+                        _produce(producer, topic, message["value"], message["key"],
+                                 message.get("partition", -1))
+                buffer.clear()
+                self.touched.add(partition)
+
+    def drop_buffered(self, partition: int) -> None:
+        self._buffers.pop(partition, None)
+
+
+class TransactionalSink(_Buffered):
     """Exactly-once: a transactional producer per input partition."""
 
     exactly_once = True
@@ -100,9 +147,12 @@ class TransactionalSink:
         p = settings.profile_defaults
         self.timeout_s = timeout_s or max(5.0, p.socket_timeout_ms / 1000)
         self.retry_s = retry_s or max(10.0, 2 * p.transaction_timeout_ms / 1000)
+        super().__init__()
         self._producers: dict[int, Producer] = {}
-        self.touched: set[int] = set()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="txn")
+
+    def _producer_for(self, partition: int) -> Producer:
+        return self._producers[partition]
 
     def transactional_id(self, partition: int) -> str:
         return f"{self.base_id}.p{partition}"
@@ -129,18 +179,8 @@ class TransactionalSink:
                 failures[partition] = classify(exc)
         return failures
 
-    def produce(self, partition: int, topic: str, key: str | bytes | None,
-                value: bytes | None, target: int = -1) -> None:
-        """Publish inside the open transaction of input `partition` (to `target` partition of
-        `topic`, or by key when -1)."""
-        producer = self._producers[partition]
-        try:
-            producer.produce(topic, value, key, target)
-        except BufferError:
-            _produce(producer, topic, value, key, target)
-        self.touched.add(partition)
-
     def poll(self) -> None:
+        self.send()
         for producer in self._producers.values():
             producer.poll(0)
 
@@ -151,6 +191,7 @@ class TransactionalSink:
                ) -> dict[int, SinkError]:
         """Commit the transaction of every partition in `offsets` or `touched`, each with its
         input offsets. Returns the partitions that failed; the others begin a new one."""
+        self.send()
         partitions = sorted(set(offsets) | (self.touched & self._producers.keys()))
         self.touched.clear()
         if not partitions:
@@ -185,6 +226,7 @@ class TransactionalSink:
     def reset(self, partition: int, error: SinkError | None = None) -> None:
         """Drop the open transaction of `partition`: abort it, or throw the producer away
         when it is fatally broken (the next `open` makes a new one)."""
+        self.drop_buffered(partition)
         producer = self._producers.get(partition)
         if producer is None:
             return
@@ -202,6 +244,7 @@ class TransactionalSink:
 
     def close(self, partition: int) -> None:
         """Give a partition up: abort what is open, then release the producer."""
+        self.drop_buffered(partition)
         producer = self._producers.pop(partition, None)
         self.touched.discard(partition)
         if producer is None:
@@ -217,19 +260,19 @@ class TransactionalSink:
         self._pool.shutdown(wait=True)
 
 
-class AtLeastOnceSink:
+class AtLeastOnceSink(_Buffered):
     """At-least-once: one idempotent producer; commit = flush, then commit offsets."""
 
     exactly_once = False
 
     def __init__(self, settings: Settings, *, retry_s: float | None = None) -> None:
+        super().__init__()
         self.settings = settings
         p = settings.profile_defaults
         self.retry_s = retry_s or max(10.0, 2 * p.message_timeout_ms / 1000)
         self.tracker = DeliveryTracker()
         self._fatal: str | None = None
         self._producer = self._new_producer()
-        self.touched: set[int] = set()
         self._failed_before = 0
         self._handled: SinkError | None = None
 
@@ -247,19 +290,16 @@ class AtLeastOnceSink:
     def open(self, partitions: Iterable[int]) -> dict[int, SinkError]:
         return {}
 
-    def produce(self, partition: int, topic: str, key: str | bytes | None,
-                value: bytes | None, target: int = -1) -> None:
-        try:
-            self._producer.produce(topic, value, key, target)
-        except BufferError:
-            _produce(self._producer, topic, value, key, target)
-        self.touched.add(partition)
+    def _producer_for(self, partition: int) -> Producer:
+        return self._producer
 
     def poll(self) -> None:
+        self.send()
         self._producer.poll(0)
 
     def flush_outputs(self) -> None:
         """Wait until every message so far is acknowledged; SinkError when one never was."""
+        self.send()
         deadline = time.monotonic() + self.retry_s
         while len(self._producer) and time.monotonic() < deadline and not self._fatal:
             self._producer.flush(0.5)
@@ -290,6 +330,7 @@ class AtLeastOnceSink:
         return {}
 
     def reset(self, partition: int, error: SinkError | None = None) -> None:
+        self.drop_buffered(partition)
         # One producer serves every partition: recreate it once per fatal error.
         if error is not None and error.kind == "fatal" and error is not self._handled:
             self._handled = error
@@ -301,6 +342,7 @@ class AtLeastOnceSink:
         """Nothing per partition: the one producer is shared."""
 
     def close_all(self) -> None:
+        self.send()
         self._producer.flush(self.retry_s)
 
 
