@@ -38,7 +38,8 @@ from schemas.market import (
 
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
-_PRIORITY = {"trade": 1, "mid": 2, "bar": 3}
+# The finest series wins: quote mids (no bid-ask bounce) over trades over bars.
+_PRIORITY = {"bar": 1, "trade": 2, "mid": 3}
 
 QuoteState = Literal["normal", "locked", "crossed"]
 
@@ -59,6 +60,9 @@ class MarketObs:
     dt_ratio: float = 1.0
     features: dict[str, float] = field(default_factory=dict)
     sentiment: float = 0.0
+    tick_ret: float | None = None
+    """The smallest price move of the series as a return (half a tick for mids): below it
+    no statistic of returns can resolve anything."""
     # Facts for alert rules (not model inputs).
     quote_state: QuoteState | None = None
     gap_steps: float | None = None
@@ -84,6 +88,7 @@ class InstrumentFeatures:
         self._ref_ts = 0
         self._last_ts: int | None = None  # any event, for gap detection
         self.mark: float | None = None
+        self.min_move: float | None = None  # smallest non-zero move seen of the series
         self.last_trade_px: float | None = None
         self.last_return = 0.0
         self.events_seen = 0
@@ -99,6 +104,7 @@ class InstrumentFeatures:
         self._ew_absret: float | None = None
         self._ew_dvol: float | None = None
         self._last_trade_ts: int | None = None
+        self._trades_seen = False
         self._ew_trade_dt: float | None = None
         # News.
         self.sentiment_level: float | None = None
@@ -148,6 +154,17 @@ class InstrumentFeatures:
         if self.sentiment_level is None:
             return None
         return self.sentiment_level * self._recency
+
+    @property
+    def tick_return(self) -> float | None:
+        """One minimal price move as a return: half a tick for mids (a one-tick change of
+        one side), a tick otherwise; learned from the data without reference data."""
+        px = self.mark
+        if px is None:
+            return None
+        if self.tick_size:
+            return (0.5 if self.source == "mid" else 1.0) * self.tick_size / px
+        return self.min_move / px if self.min_move else None
 
     @property
     def tradable(self) -> bool:
@@ -206,6 +223,9 @@ class InstrumentFeatures:
             # return spans both moves and no variance is lost or over-scaled.
             return None, None, 1.0
         self._learn_step(dt_s)
+        move = abs(px - self._ref_px)
+        if move > 1e-9 * px and (self.min_move is None or move < self.min_move):
+            self.min_move = move
         # Difference of logs: a ratio of two extreme (valid) prices could overflow.
         raw = math.log(px) - math.log(self._ref_px)
         self._ref_px, self._ref_ts = px, ts
@@ -277,6 +297,7 @@ class InstrumentFeatures:
             feats["imbalance"] = (bid_size - ask_size) / (bid_size + ask_size)
         return MarketObs(ts=event.ts_event, kind=event.type, ret=ret, raw_ret=raw,
                          dt_ratio=ratio, features=feats, sentiment=self._effect(),
+                         tick_ret=self.tick_return if ret is not None else None,
                          quote_state=state, gap_steps=gap)
 
     def _book(self, event: BookTop, gap: float | None) -> MarketObs:
@@ -289,6 +310,7 @@ class InstrumentFeatures:
     def _trade(self, event: Trade, gap: float | None) -> MarketObs:
         ts, px = event.ts_event, event.price
         feats: dict[str, float] = {"log_qty": math.log(event.qty)}
+        self._trades_seen = True
         absret = (abs(math.log(px) - math.log(self.last_trade_px))
                   if self.last_trade_px is not None else None)
         self.last_trade_px = px
@@ -308,20 +330,24 @@ class InstrumentFeatures:
         if ret is not None:
             feats["ret"] = ret
         return MarketObs(ts=ts, kind=event.type, ret=ret, raw_ret=raw, dt_ratio=ratio,
-                         features=feats, sentiment=self._effect(), gap_steps=gap)
+                         features=feats, sentiment=self._effect(), gap_steps=gap,
+                         tick_ret=self.tick_return if ret is not None else None)
 
     def _bar(self, event: Bar, gap: float | None) -> MarketObs:
         ts = event.ts_event
         feats: dict[str, float] = {"range": math.log(event.high) - math.log(event.low),
                                    "log_volume": math.log1p(event.volume)}
         ret, raw, ratio = self._price_return("bar", event.close, ts, self.cfg.bars_time_aware)
-        self._volume(ts, event.volume, event.close, abs(raw) if raw is not None else None)
+        if not self._trades_seen:
+            # Bars summarise the trades: count their volume only when trades do not come too.
+            self._volume(ts, event.volume, event.close, abs(raw) if raw is not None else None)
         if ret is not None:
             feats["ret"] = ret
         if self.mark is None:
             self.mark = event.close
         return MarketObs(ts=ts, kind=event.type, ret=ret, raw_ret=raw, dt_ratio=ratio,
-                         features=feats, sentiment=self._effect(), gap_steps=gap)
+                         features=feats, sentiment=self._effect(), gap_steps=gap,
+                         tick_ret=self.tick_return if ret is not None else None)
 
     def _news(self, event: NewsSentiment, gap: float | None) -> MarketObs:
         score = event.sentiment * event.relevance

@@ -30,8 +30,8 @@ class FeatureConfig(_Section):
 
     return_source: Literal["auto", "bar", "mid", "trade"] = Field(
         default="auto",
-        description="Price series the returns come from. auto: the best one seen so far, "
-                    "bar close > quote/book mid > trade price (mids avoid bid-ask bounce).")
+        description="Price series the returns come from. auto: the finest one seen so far, "
+                    "quote/book mid > trade price > bar close (mids avoid bid-ask bounce).")
     nominal_step_s: float | None = Field(
         default=None, gt=0,
         description="Nominal time step of a return. None: the median of the first "
@@ -41,7 +41,11 @@ class FeatureConfig(_Section):
         default=False,
         description="Scale bar returns by elapsed time. Off: one bar is one step, so "
                     "weekends and holidays do not shrink daily returns.")
-    dt_ratio_min: float = Field(default=0.1, gt=0, description="Clip of elapsed/nominal.")
+    dt_ratio_min: float = Field(
+        default=1.0, gt=0,
+        description="Lower clip of elapsed/nominal. 1: a return over less than one step is "
+                    "not scaled up (below a step, microstructure noise, not diffusion, "
+                    "drives price changes).")
     dt_ratio_max: float = Field(default=100.0, gt=0)
     gap_steps: float = Field(default=30.0, gt=1,
                              description="A silence longer than this many nominal steps is "
@@ -77,8 +81,9 @@ class VarConfig(_Section):
                             description="Standardised returns kept for filtered HS.")
     fhs_min_obs: int = Field(default=50, ge=10,
                              description="Below this many residuals FHS uses normal quantiles.")
-    backtest_level: float = Field(default=0.99, gt=0.5, lt=1,
-                                  description="VaR level the zone and coverage tests judge.")
+    backtest_level: float = Field(default=0.99,
+                                  description="VaR level the zone and coverage tests judge: "
+                                              "0.99 (Basel) or 0.95.")
     backtest_window: int = Field(default=250, ge=20, le=100_000)
     zone_min_obs: int = Field(default=100, ge=1,
                               description="Rolling observations needed before a red zone may "
@@ -94,6 +99,8 @@ class VarConfig(_Section):
     def _check(self) -> VarConfig:
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError("var.methods must list distinct methods")
+        if self.backtest_level not in (0.99, 0.95):
+            raise ValueError(f"var.backtest_level must be 0.99 or 0.95, got {self.backtest_level}")
         if self.primary not in self.methods:
             raise ValueError(f"var.primary {self.primary!r} is not in var.methods")
         return self
@@ -102,16 +109,21 @@ class VarConfig(_Section):
 class AnomalyConfig(_Section):
     """Robust z-score ensemble over market features, with stale-feed detection."""
 
-    alphas: tuple[float, ...] = Field(default=(0.05, 0.01),
+    alphas: tuple[float, ...] = Field(default=(0.02, 0.005),
                                       description="EW weights of the ensemble members.")
     clip: float = Field(default=3.0, gt=0, description="Winsorise updates at clip x scale.")
     warmup: int = Field(default=30, ge=2,
                         description="Observations of a feature before it is scored.")
-    stale_after: int = Field(default=20, ge=2,
+    stale_after: int = Field(default=10, ge=2,
                              description="Identical consecutive feature vectors => stale.")
-    flat_after: int = Field(default=100, ge=2,
+    flat_after: int = Field(default=200, ge=2,
                             description="Consecutive zero returns => stale (constant series).")
     top_features: int = Field(default=3, ge=1, le=10)
+    exclude: tuple[str, ...] = Field(
+        default=("ret",),
+        description="Features the anomaly model ignores. Returns by default: they have their "
+                    "own vol-adjusted rules (PRICE_JUMP, VaR, VOL_SPIKE, regime), while a "
+                    "robust scale of raw returns mistakes every volatility cluster for news.")
 
 
 class RegimeConfig(_Section):
@@ -145,7 +157,9 @@ class TailConfig(_Section):
 class AlertConfig(_Section):
     """When an alert fires and how loud it is."""
 
-    anomaly_threshold: float = Field(default=0.999, gt=0, lt=1)
+    anomaly_threshold: float = Field(default=0.99999, gt=0, lt=1,
+                                     description="About one false alarm per 100k events "
+                                                 "of a well-behaved feed.")
     anomaly_critical: float = Field(default=0.999999, gt=0, lt=1)
     jump_z: float = Field(default=6.0, gt=0,
                           description="|return| above jump_z forecast sigmas: PRICE_JUMP.")
@@ -156,8 +170,12 @@ class AlertConfig(_Section):
     var99_limit: float | None = Field(default=None, gt=0,
                                       description="VaR 99 above this fraction: VAR_LIMIT.")
     var_exceedance: bool = Field(default=True,
-                                 description="Alert when a return is beyond its VaR 99.")
-    sentiment_shock: float = Field(default=0.6, gt=0, le=1,
+                                 description="Alert when a loss is beyond var_exceedance_mult "
+                                             "times its VaR 99 (every exceedance is counted "
+                                             "in ModelHealth; 1% of returns exceed VaR 99 "
+                                             "by design, too many to alert on).")
+    var_exceedance_mult: float = Field(default=1.5, ge=1)
+    sentiment_shock: float = Field(default=0.75, gt=0, le=1,
                                    description="|relevance x sentiment| at or above this.")
     sentiment_jump: float = Field(default=1.0, gt=0, le=2,
                                   description="Change from the running sentiment level.")

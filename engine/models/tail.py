@@ -68,6 +68,7 @@ class TailRiskPredictor(Forecaster[TailScore]):
         self._abs_z = 0.0
         self._level = 0.8
         self._sign = 0.0
+        self._sentiment = 0.0
         self._x: dict[str, float] = self._inputs(0.0)
         self._p = self._predict(self._x)
 
@@ -96,6 +97,9 @@ class TailRiskPredictor(Forecaster[TailScore]):
 
     def learn_one(self, x: MarketObs) -> None:
         r = x.ret
+        if r is None and x.sentiment == self._sentiment:
+            return  # nothing the prediction depends on has changed
+        self._sentiment = x.sentiment
         if r is not None:
             sigma = self.vol.sigma
             if self.vol.warm:
