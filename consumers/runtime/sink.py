@@ -96,6 +96,9 @@ class _Buffered:
     def __init__(self) -> None:
         self._buffers: dict[int, dict[str, list[dict[str, Any]]]] = {}
         self.touched: set[int] = set()
+        self.send_failures: dict[int, SinkError] = {}
+        """Partitions whose producer refused messages (fenced, fatal): reported by the next
+        commit, which must not commit their transaction."""
 
     def _producer_for(self, partition: int) -> Producer:
         raise NotImplementedError
@@ -123,11 +126,14 @@ class _Buffered:
                 if not buffer:
                     continue
                 producer = producer or self._producer_for(partition)
-                producer.produce_batch(topic, buffer)
-                for message in buffer:
-                    if "_error" in message:  # queue full: let it drain, then one by one
-                        _produce(producer, topic, message["value"], message["key"],
-                                 message.get("partition", -1))
+                try:
+                    producer.produce_batch(topic, buffer)
+                    for message in buffer:
+                        if "_error" in message:  # queue full: let it drain, one by one
+                            _produce(producer, topic, message["value"], message["key"],
+                                     message.get("partition", -1))
+                except KafkaException as exc:
+                    self.send_failures.setdefault(partition, classify(exc))
                 buffer.clear()
                 self.touched.add(partition)
 
@@ -181,8 +187,11 @@ class TransactionalSink(_Buffered):
 
     def poll(self) -> None:
         self.send()
-        for producer in self._producers.values():
-            producer.poll(0)
+        for partition, producer in self._producers.items():
+            try:
+                producer.poll(0)
+            except KafkaException as exc:  # fatal errors surface here too
+                self.send_failures.setdefault(partition, classify(exc))
 
     def flush_outputs(self) -> None:
         """Nothing to do: the transaction makes outputs and snapshots atomic."""
@@ -192,10 +201,13 @@ class TransactionalSink(_Buffered):
         """Commit the transaction of every partition in `offsets` or `touched`, each with its
         input offsets. Returns the partitions that failed; the others begin a new one."""
         self.send()
-        partitions = sorted(set(offsets) | (self.touched & self._producers.keys()))
+        failures = dict(self.send_failures)
+        self.send_failures.clear()
+        partitions = sorted((set(offsets) | (self.touched & self._producers.keys()))
+                            - failures.keys())
         self.touched.clear()
         if not partitions:
-            return {}
+            return failures
         metadata = consumer.consumer_group_metadata()
 
         def commit_one(partition: int) -> None:
@@ -207,7 +219,6 @@ class TransactionalSink(_Buffered):
             retrying(lambda: producer.commit_transaction(self.timeout_s), self.retry_s)
             producer.begin_transaction()
 
-        failures: dict[int, SinkError] = {}
         if len(partitions) == 1:
             futures = []
             try:
@@ -295,11 +306,18 @@ class AtLeastOnceSink(_Buffered):
 
     def poll(self) -> None:
         self.send()
-        self._producer.poll(0)
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:
+            self._fatal = self._fatal or str(exc)
 
     def flush_outputs(self) -> None:
         """Wait until every message so far is acknowledged; SinkError when one never was."""
         self.send()
+        if self.send_failures:
+            error = next(iter(self.send_failures.values()))
+            self.send_failures.clear()
+            raise error
         deadline = time.monotonic() + self.retry_s
         while len(self._producer) and time.monotonic() < deadline and not self._fatal:
             self._producer.flush(0.5)

@@ -117,6 +117,10 @@ class WorkerConfig:
     dedup_per_key: int = 256
     out_of_range_policy: Literal["earliest", "latest", "fail"] = "earliest"
     max_consecutive_failures: int = 8
+    instance_id: str | None = None
+    """Static group membership (`group.instance.id`): a worker restarted with the same id
+    gets its partitions back without a rebalance. A static member does not leave the group
+    on close, so its partitions move only after the session timeout."""
 
     @classmethod
     def from_settings(cls, settings: Settings, processor: Processor, *,
@@ -182,7 +186,7 @@ class Worker:
         self._stopping = False
         self._closing = False
         self._failed = False
-        self._consecutive_failures = 0
+        self._failures: dict[int, int] = {}
         self._events_since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._out_counts: dict[str, int] = {}
@@ -258,9 +262,10 @@ class Worker:
                       for t in self._tables}
             self._table_reader = TableReader(settings, self._tables, counts)
             self._table_reader.bootstrap(self._apply_table)
+        client: dict[str, Any] = {"client.id": f"{settings.client_id}-{self.processor.name}-"
+                                                f"{socket.gethostname()}-{os.getpid()}"}
         consumer = make_consumer(settings, self.config.group, read_committed=True,
-                                 **{"client.id": f"{settings.client_id}-{self.processor.name}-"
-                                                 f"{socket.gethostname()}-{os.getpid()}"})
+                                 instance_id=self.config.instance_id, **client)
         consumer.subscribe([self.input_full], on_assign=self._on_assign,
                            on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._consumer = consumer
@@ -368,18 +373,17 @@ class Worker:
     def _checkpoint_and_recover(self, final: bool = False) -> None:
         active = [p for p, st in self._parts.items() if st.status == ACTIVE]
         failures = self._checkpoint(active)
+        for partition in active:
+            if partition not in failures:
+                self._failures.pop(partition, None)
         for partition, error in failures.items():
             if final:
                 continue
+            count = self._failures[partition] = self._failures.get(partition, 0) + 1
+            if count >= self.config.max_consecutive_failures:
+                raise WorkerError(f"checkpoints of {self.input_full}[{partition}] failed "
+                                  f"{count} times in a row: {error.reason}")
             self._rewind(partition, error)
-        if failures:
-            self._consecutive_failures += 1
-            if self._consecutive_failures >= self.config.max_consecutive_failures:
-                reason = next(iter(failures.values())).reason
-                raise WorkerError(f"checkpoints failed {self._consecutive_failures} times in "
-                                  f"a row: {reason}")
-        elif active:
-            self._consecutive_failures = 0
 
     def _checkpoint(self, partitions: list[int]) -> dict[int, SinkError]:
         """Snapshot the dirty keys of `partitions` and commit them with their offsets."""

@@ -1,0 +1,303 @@
+"""The worker runtime against the real embedded broker, compared with the in-process driver.
+
+Every comparison is `by_key(kafka outputs) == by_key(driver outputs)`: the same outputs per
+(topic, key), in order, with run-dependent fields removed, as read-committed readers see them.
+Workers run in this process here; `test_runtime_cluster.py` runs them as subprocesses.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from consumers.runtime import Worker, WorkerConfig, WorkerError
+from engine.driver import Driver, by_key
+from engine.processor import Output
+from engine.snapshots import Snapshot, SnapshotCodec
+from producers.kafka import make_producer
+from producers.provision import ensure_topics
+from schemas.common import Envelope
+from schemas.control import LimitConfig
+from schemas.recording import RecordedMessage
+from schemas.settings import Settings
+from schemas.topics import by_name
+from tests.processors import (
+    CountingProcessor,
+    SymbolState,
+    committed_offsets,
+    ends_of,
+    make_stream,
+    produce_recording,
+    read_committed,
+    runtime_specs,
+)
+
+pytestmark = pytest.mark.kafka
+
+CAP = 20_000
+OUTPUTS = ("risk.instruments", "risk.alerts", "dlq")
+
+
+def expected(stream: Sequence[RecordedMessage], processor: Any = None,
+             ) -> list[tuple[str, str | None, bytes]]:
+    got: list[tuple[str, str | None, bytes]] = []
+    Driver(processor or CountingProcessor(), max_message_bytes=CAP).run(
+        stream, on_output=lambda e: got.append((e.topic, e.key, e.value)))
+    return got
+
+
+def assert_same(kafka: list[tuple[str, str | None, bytes]],
+                driver: list[tuple[str, str | None, bytes]]) -> None:
+    got, want = by_key(kafka), by_key(driver)
+    if got != want:
+        diff = [k for k in sorted(set(got) | set(want), key=str) if got.get(k) != want.get(k)]
+        first = diff[0]
+        raise AssertionError(f"{len(diff)} (topic, key) streams differ, e.g. {first}: "
+                             f"{len(got.get(first, []))} messages vs {len(want.get(first, []))}")
+    assert len(kafka) == len(driver)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    s = make_settings(max_message_bytes=CAP, worker={"commit_interval_ms": 200})
+    ensure_topics(s, runtime_specs())
+    return s
+
+
+@pytest.fixture(scope="module")
+def big_stream() -> list[RecordedMessage]:
+    return make_stream(50_000, symbols=60, garbage=0.01, max_message_bytes=CAP, seed=11)
+
+
+class Background:
+    """A worker running in a thread (no signal handlers there)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in stop()
+            self.error = exc
+
+    def alive(self) -> bool:
+        """True while running; a worker that died raises its error here."""
+        if not self.thread.is_alive() and self.error is not None:
+            raise self.error
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.worker.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+def run_until_caught_up(processor: Any, settings: Settings, **config: Any) -> Worker:
+    worker = Worker(processor, settings, WorkerConfig.from_settings(settings, processor,
+                                                                    **config))
+    worker.exit_when_caught_up = True
+    worker.run()
+    return worker
+
+
+def test_one_worker_equals_the_driver_and_dead_letters_every_bad_record(
+        settings: Settings, big_stream: list[RecordedMessage]) -> None:
+    produce_recording(settings, big_stream)
+    worker = run_until_caught_up(CountingProcessor(), settings)
+    outputs = read_committed(settings, OUTPUTS)
+    assert_same(outputs, expected(big_stream))
+    # Every bad record is in the dead-letter topic, at its place, with its reason.
+    letters = {(d["original_partition"], d["original_offset"]): d
+               for d in (orjson.loads(v) for t, _, v in outputs if t == "dlq")}
+    bad = 0
+    for m in big_stream:
+        try:
+            if len(m.value_bytes()) > CAP:
+                raise ValueError("too large")
+            m.event()
+        except ValueError:  # DecodeError is a ValueError
+            bad += 1
+            letter = letters[(m.partition, m.offset)]
+            assert letter["reason"] and letter["original_topic"] == "market"
+            assert letter["original_key"] == m.key
+    assert bad >= 300
+    kinds = Counter(d["error_kind"] for d in letters.values())
+    assert set(kinds) == {"undecodable", "invalid", "unknown_type", "too_large", "duplicate"}
+    assert worker.metrics.dead_letters == kinds
+    # ... and every good one was processed: one InstrumentRisk each.
+    assert sum(1 for t, _, _ in outputs if t == "risk.instruments") == (
+        len(big_stream) - sum(kinds.values()))
+    assert committed_offsets(settings, worker.config.group, "market") == ends_of(big_stream)
+
+
+def test_a_new_worker_resumes_from_the_changelog(settings: Settings) -> None:
+    stream = make_stream(6000, symbols=20, garbage=0.01, seed=4, max_message_bytes=CAP)
+    first, second = stream[:3500], stream[3500:]
+    produce_recording(settings, first)
+    one = run_until_caught_up(CountingProcessor(), settings)
+    assert one.metrics.snapshots_written > 0
+    produce_recording(settings, second)
+    two = run_until_caught_up(CountingProcessor(), settings)
+    assert two.metrics.restored_keys == 20  # every key's state came back from the changelog
+    assert two.metrics.events_in == len(second)
+    assert_same(read_committed(settings, OUTPUTS), expected(stream))
+
+
+def test_at_least_once_without_crashes_equals_the_driver(make_settings: Callable[..., Settings],
+                                                        ) -> None:
+    settings = make_settings(max_message_bytes=CAP,
+                             worker={"guarantee": "at-least-once", "commit_interval_ms": 100})
+    ensure_topics(settings, runtime_specs())
+    stream = make_stream(8000, symbols=12, garbage=0.01, seed=8, max_message_bytes=CAP)
+    produce_recording(settings, stream[:5000])
+    run_until_caught_up(CountingProcessor(), settings)
+    produce_recording(settings, stream[5000:])
+    worker = run_until_caught_up(CountingProcessor(), settings)
+    assert worker.metrics.restored_keys == 12
+    assert_same(read_committed(settings, OUTPUTS), expected(stream))
+
+
+class Boom:
+    """Unpickling this runs code: what a forged snapshot would do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path(self.path).write_text, ("pwned",))
+
+
+def test_a_forged_snapshot_is_never_unpickled(settings: Settings, tmp_path: Path) -> None:
+    stream = make_stream(2000, symbols=4, seed=6)
+    victim = stream[0].key
+    assert victim is not None
+    partition = stream[0].partition
+    marker = tmp_path / "pwned"
+    forger = SnapshotCodec(b"not-the-key", worker="market-worker", max_message_bytes=CAP)
+    genuine = SnapshotCodec(settings.snapshot_key_bytes(), worker="market-worker",
+                            max_message_bytes=CAP)
+    others = sorted({m.key for m in stream if m.key and m.key != victim})
+    other = others[0]
+    other_part = next(m.partition for m in stream if m.key == other)
+    producer = make_producer(settings)
+    changelog = settings.topic("market-worker.changelog")
+    for key, value in forger.encode(Snapshot(victim, pickle.dumps(Boom(str(marker))), b"",
+                                             10**9, partition)):
+        producer.produce(changelog, value, key, partition)
+    state = pickle.dumps(SymbolState(count=1000, qty=1.0, price=100.0))
+    for key, value in genuine.encode(Snapshot(other, state, b"", -1, other_part)):
+        producer.produce(changelog, value, key, other_part)
+    assert producer.flush(10) == 0
+    produce_recording(settings, stream)
+    worker = run_until_caught_up(CountingProcessor(), settings)
+    assert not marker.exists()
+    assert worker.metrics.snapshots_rejected == Counter({"signature": 1})
+    outputs = read_committed(settings, OUTPUTS)
+    alerts = [orjson.loads(v) for t, _, v in outputs if t == "risk.alerts"
+              and orjson.loads(v)["reason_code"] == "SNAPSHOT_SIGNATURE_INVALID"]
+    assert len(alerts) == 1 and alerts[0]["entity_kind"] == "worker"
+    assert victim in alerts[0]["message"]
+    seen = [orjson.loads(v)["events_seen"] for t, k, v in outputs
+            if t == "risk.instruments" and k == victim]
+    assert seen[0] == 1  # the forged key started cold
+    seen_other = [orjson.loads(v)["events_seen"] for t, k, v in outputs
+                  if t == "risk.instruments" and k == other]
+    assert seen_other[0] == 1001  # the genuine snapshot was used
+
+
+def test_a_fenced_producer_is_recreated_and_resumes_from_the_checkpoint(
+        settings: Settings) -> None:
+    stream = make_stream(12_000, symbols=16, seed=12)
+    produce_recording(settings, stream[:4000])
+    processor = CountingProcessor()
+    config = WorkerConfig.from_settings(settings, processor)
+    worker = Worker(processor, settings, config)
+    running = Background(worker)
+    from tests.processors import wait_committed
+
+    wait_committed(settings, config.group, "market", ends_of(stream[:4000]), alive=running.alive)
+    # Another producer takes the transactional id of every partition: the worker is fenced.
+    base = f"{settings.topic_prefix}market-worker.{config.group}"
+    intruders = []
+    for p in range(8):
+        intruder = make_producer(settings, transactional_id=f"{base}.p{p}")
+        intruder.init_transactions(10)
+        intruders.append(intruder)
+    produce_recording(settings, stream[4000:])
+    wait_committed(settings, config.group, "market", ends_of(stream), alive=running.alive,
+                   timeout_s=90)
+    running.stop()
+    assert worker.metrics.recoveries["fenced"] >= 1
+    assert_same(read_committed(settings, OUTPUTS), expected(stream))
+
+
+def test_out_of_range_offsets_follow_the_policy(make_settings: Callable[..., Settings]) -> None:
+    stream = make_stream(500, symbols=3, seed=1)
+    strict = make_settings(max_message_bytes=CAP, worker={"out_of_range_policy": "fail"})
+    ensure_topics(strict, runtime_specs())
+    produce_recording(strict, stream)
+    from producers.kafka import make_consumer
+
+    group = f"{strict.topic_prefix}market-worker"
+    from confluent_kafka import TopicPartition
+
+    committer = make_consumer(strict, group)
+    committer.commit(offsets=[TopicPartition(strict.topic("market"), p, 10**6)
+                              for p in range(8)], asynchronous=False)
+    committer.close()
+    with pytest.raises(WorkerError, match="out_of_range_policy is 'fail'"):
+        run_until_caught_up(CountingProcessor(), strict)
+    lenient = strict.model_copy(update={"worker": strict.worker.model_copy(
+        update={"out_of_range_policy": "earliest"})})
+    worker = run_until_caught_up(CountingProcessor(), lenient)
+    assert worker.metrics.recoveries["offset_out_of_range"] == 8
+    assert_same(read_committed(lenient, OUTPUTS), expected(stream))
+
+
+class TableAware(CountingProcessor):
+    """Alerts on moves bigger than the latest `move` limit read from risk.limits."""
+
+    tables = ("risk.limits",)
+
+    def apply_table(self, topic: str, event: Envelope) -> Sequence[Output]:
+        assert isinstance(event, LimitConfig)
+        level = event.limits.get("move")
+        if level is not None and level.hard is not None:
+            self.alert_move = level.hard
+        return []
+
+
+def test_side_tables_are_read_before_any_input(settings: Settings) -> None:
+    ensure_topics(settings, [by_name("risk.limits")])
+    limit = LimitConfig.model_validate({
+        "event_id": "lim-1", "ts_event": 1, "ts_init": 1, "source": "test", "scope": "firm:F",
+        "changed_by": "risk-officer", "limits": {"move": {"soft": 0.0001, "hard": 0.0002}}})
+    stream = make_stream(3000, symbols=6, seed=3)
+    produce_recording(settings, [RecordedMessage.from_event("risk.limits", "firm:F", limit),
+                                 *stream])
+    worker = run_until_caught_up(TableAware(), settings)
+    assert worker.runner.stats.table_events == 1
+    reference = TableAware()
+    want = expected([RecordedMessage.from_event("risk.limits", "firm:F", limit), *stream],
+                    reference)
+    assert reference.alert_move == 0.0002
+    assert_same(read_committed(settings, OUTPUTS), want)
+
+
+def test_missing_topics_are_one_readable_error(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    with pytest.raises(WorkerError, match=r"missing topics: .*market"):
+        Worker(CountingProcessor(), settings).run()
