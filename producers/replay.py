@@ -164,15 +164,15 @@ class EventTimePacer:
 def replay(lines: Iterable[RecordedMessage | BadLine], publisher: Publisher, *,
            speed: float | None = None, topic_map: dict[str, str] | None = None,
            start_ns: int | None = None, end_ns: int | None = None,
-           on_topic: Callable[[str, str], None] | None = None,
+           on_topic: Callable[[str, str, int], None] | None = None,
            on_bad: Callable[[BadLine], None] | None = None,
            on_progress: Callable[[ReplayStats], None] | None = None,
            progress_every: int = 1000) -> ReplayStats:
     """Publish every good message of `lines` in order; see the module docs.
 
-    `on_topic(source, target)` runs once before the first message to each target topic (to
-    make sure it exists); `on_bad` gets each bad line; `on_progress` runs every
-    `progress_every` lines.
+    `on_topic(source, target, ts_ns)` runs once before the first message to each target topic
+    (to make sure it exists; `ts_ns` is that message's event time); `on_bad` gets each bad
+    line; `on_progress` runs every `progress_every` lines.
     """
     topic_map = topic_map or {}
     stats = ReplayStats()
@@ -193,7 +193,7 @@ def replay(lines: Iterable[RecordedMessage | BadLine], publisher: Publisher, *,
         target = topic_map.get(item.topic, item.topic)
         if target not in stats.topics:
             if on_topic:
-                on_topic(item.topic, target)
+                on_topic(item.topic, target, ts)
             stats.topics[target] = 0
         pacer.wait(ts)
         publisher.publish_bytes(target, item.key, _value(item), headers=item.headers,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,15 +23,18 @@ from schemas.outputs import DeadLetter
 from schemas.recording import RecordedMessage, read_recording
 from schemas.settings import Settings, load_settings
 
+# Recent event times: brokers delete by message timestamp, which is the event time.
+NOW_NS = time.time_ns() // 10**9 * 10**9
+
 
 def _trade(i: int, **extra: object) -> dict[str, object]:
-    return {"type": "Trade", "event_id": f"t{i}", "ts_event": 1_700_000_000_000_000_000 + i,
+    return {"type": "Trade", "event_id": f"t{i}", "ts_event": NOW_NS + i,
             "ts_init": 1, "source": "feed", "symbol": "AAA", "price": 10.0 + i, "qty": 5.0,
             **extra}
 
 
 def _order(i: int) -> dict[str, object]:
-    return {"type": "OrderNew", "event_id": f"o{i}", "ts_event": 1_700_000_000_000_000_000 + i,
+    return {"type": "OrderNew", "event_id": f"o{i}", "ts_event": NOW_NS + i,
             "ts_init": 1, "source": "oms", "account": "ACC-9", "symbol": "AAA", "side": "buy",
             "price": 10.0, "qty": 1.0, "cl_ord_id": f"c{i}"}
 
@@ -93,21 +97,22 @@ def test_invalid_lines_go_to_the_dlq_with_line_numbers_and_valid_ones_are_publis
 def test_simulate_publishes_to_the_catalogue_topics(
         tmp_path: Path, kafka_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     labels = tmp_path / "labels.jsonl"
+    start = str(NOW_NS)
     code = main(["simulate", "--events", "800", "--seed", "3", "--instruments", "3",
                  "--accounts", "2", "--rate", "100000", "--labels", str(labels),
-                 *_args(kafka_settings)])
+                 "--start", start, *_args(kafka_settings)])
     assert code == 0 and "simulated 800 events" in capsys.readouterr().out
     got = _read(kafka_settings, ["market", "orders"], tmp_path / "s.jsonl", 800)
-    expected = read_recording(_simulated(tmp_path))
+    expected = read_recording(_simulated(tmp_path, start))
     assert sorted(orjson.dumps(m.value) for m in got) == sorted(
         orjson.dumps(m.value) for m in expected)
     assert labels.read_text() == ""
 
 
-def _simulated(tmp_path: Path) -> Path:
+def _simulated(tmp_path: Path, start: str) -> Path:
     out = tmp_path / "same.jsonl"
     assert main(["simulate", "--events", "800", "--seed", "3", "--instruments", "3",
-                 "--accounts", "2", "--out", str(out)]) == 0
+                 "--accounts", "2", "--start", start, "--out", str(out)]) == 0
     return out
 
 

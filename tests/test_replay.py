@@ -4,8 +4,10 @@ headers and event-time timestamps are kept; pacing follows event time."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,16 @@ from schemas.market import Bar
 from schemas.recording import RecordedMessage, RecordingWriter, read_recording
 from schemas.settings import Settings
 
-CSV = """Date,Open,High,Low,Close,Volume
-2013-01-02,79.12,79.29,77.38,78.43,140129500
-2013-01-03,78.27,78.52,77.29,77.44,88241300
-2013-01-04,76.71,76.95,75.12,75.29,oops
-2013-01-07,74.57,75.61,73.60,74.84,121039100
+# Brokers delete by message timestamp, which is the event time: data sent through the broker
+# uses recent times so the topics' 7-day retention keeps it (see the retention warning test).
+TODAY = datetime.now(UTC).date()
+DAYS = [(TODAY - timedelta(days=n)).isoformat() for n in (4, 3, 2, 1)]
+NOW_S = time.time_ns() // 10**9
+CSV = f"""Date,Open,High,Low,Close,Volume
+{DAYS[0]},79.12,79.29,77.38,78.43,140129500
+{DAYS[1]},78.27,78.52,77.29,77.44,88241300
+{DAYS[2]},76.71,76.95,75.12,75.29,oops
+{DAYS[3]},74.57,75.61,73.60,74.84,121039100
 """
 
 
@@ -51,7 +58,7 @@ def test_simulate_replay_record_keeps_every_keys_sequence(
     original = tmp_path / "sim.jsonl.zst"
     assert main(["simulate", "--events", "3000", "--seed", "5", "--instruments", "5",
                  "--accounts", "4", "--scenario", "flash-crash", "--scenario", "fat-finger",
-                 "--out", str(original)]) == 0
+                 "--start", "now", "--out", str(original)]) == 0
     assert cli(kafka_settings, "replay", str(original)) == 0
     recorded = record(kafka_settings, ["market", "orders"], tmp_path / "back.jsonl.gz", 3000)
     sent = list(read_recording(original))
@@ -88,17 +95,17 @@ def test_topic_map_time_window_headers_and_bad_lines(
     path = tmp_path / "in.jsonl"
     with RecordingWriter(path) as writer:
         for i in range(6):
-            trade = {"type": "Trade", "event_id": f"t{i}", "ts_event": (i + 1) * 10**9,
+            trade = {"type": "Trade", "event_id": f"t{i}", "ts_event": (NOW_S + i + 1) * 10**9,
                      "ts_init": 0, "source": "test", "seq": i, "symbol": "ABC",
                      "price": 10.0 + i, "qty": 1.0}
             writer.write(RecordedMessage(topic="market", key="ABC", value=trade,
                                          headers=[("origin", f"h{i}")]))
         writer.write(RecordedMessage(topic="market", key="ABC", value_b64="AAEC",
-                                     timestamp=3_500))
+                                     timestamp=NOW_S * 1000 + 3_500))
     with open(path, "ab") as fh:
         fh.write(b'{"topic": "market"}\nnot json\n')
     code = cli(settings, "replay", str(path), "--topic-map", "market=market-copy",
-               "--start", "1970-01-01T00:00:02Z", "--end", "1970-01-01T00:00:05Z")
+               "--start", str(NOW_S + 2), "--end", str(NOW_S + 5))
     err = capsys.readouterr().err
     assert code == 1 and ":8: " in err and ":9: " in err
     got = record(settings, ["market-copy"], tmp_path / "out.jsonl", 4)
@@ -106,7 +113,18 @@ def test_topic_map_time_window_headers_and_bad_lines(
         "t1", "t2", "t3", "AAEC"]  # file order, even where event time goes back
     assert [m.headers for m in got] == [[("origin", "h1")], [("origin", "h2")],
                                         [("origin", "h3")], []]
-    assert [m.timestamp for m in got] == [2000, 3000, 4000, 3500]
+    assert [m.timestamp - NOW_S * 1000 for m in got] == [2000, 3000, 4000, 3500]
+
+
+@pytest.mark.kafka
+def test_old_event_times_warn_about_retention(
+        tmp_path: Path, kafka_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "old.csv"
+    path.write_text("t,price,qty\n2013-01-02T15:00:00Z,10,1\n")
+    assert cli(kafka_settings, "replay", str(path), "--kind", "trade", "--symbol", "OLD",
+               "--columns", "ts=t,price=price,qty=qty") == 0
+    err = capsys.readouterr().err
+    assert "older than the 7-day retention of market" in err
 
 
 def test_event_time_pacing_divides_gaps_by_the_speed() -> None:

@@ -114,7 +114,7 @@ def run(ctx: Context) -> int:
         with progress:
             stats = replay(
                 lines, publisher, speed=args.speed, topic_map=topic_map, start_ns=start,
-                end_ns=end, on_topic=lambda a, b: _ensure_topic(ctx, a, b), on_bad=on_bad,
+                end_ns=end, on_topic=lambda a, b, ts: _ensure_topic(ctx, a, b, ts), on_bad=on_bad,
                 on_progress=lambda s: progress.update(
                     task, completed=source.position if source else s.read, read=s.read))
     except CsvError as exc:
@@ -137,14 +137,21 @@ def run(ctx: Context) -> int:
     return 0
 
 
-def _ensure_topic(ctx: Context, source: str, target: str) -> None:
+def _ensure_topic(ctx: Context, source: str, target: str, ts_ns: int) -> None:
     """Create `target` like its catalogue entry, or like `source`'s when it is a renamed copy;
-    a topic outside the catalogue must already exist."""
+    a topic outside the catalogue must already exist. Warn when the broker's retention would
+    delete the messages at once (their timestamps are their event times)."""
     from dataclasses import replace
 
     from producers.kafka import make_admin
     from producers.provision import ProvisionError, ensure_topics
+    from producers.publisher import retention_risk
     from schemas.topics import by_name
+
+    warning = retention_risk(target, ts_ns) or retention_risk(source, ts_ns)
+    if warning:
+        ctx.err.print(f"warning: {ctx.settings.topic(target)}: {warning}", markup=False,
+                      soft_wrap=True)
 
     spec = None
     for name in (target, source):

@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", metavar="FILE",
                         help="write the injected scenarios as JSONL (scenario, entity, "
                              "start_ts, end_ts)")
+    parser.add_argument("--start", metavar="TIME",
+                        help="simulated start of the session: ISO date-time, epoch, or `now` "
+                             "(default 2024-01-02T14:30:00Z, the same for every run; when "
+                             "publishing, recent times keep the broker's retention from "
+                             "deleting the events)")
     parser.add_argument("--no-news", action="store_true",
                         help="no NewsSentiment events (scenarios may still emit them)")
 
@@ -102,9 +107,16 @@ def run(ctx: Context) -> int:
     try:
         config = SimConfig(seed=args.seed, instruments=args.instruments, accounts=args.accounts,
                            scenarios=tuple(args.scenario), events=args.events,
-                           duration_s=duration, news=not args.no_news)
+                           duration_s=duration, news=not args.no_news,
+                           start_ns=_start(args.start))
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if not args.out:
+        from producers.publisher import retention_risk
+
+        warning = retention_risk("market", config.start_ns)
+        if warning:
+            ctx.err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     sim = Simulation(config)
     publisher = None if args.out else _publisher(ctx)
     result = None
@@ -123,14 +135,30 @@ def run(ctx: Context) -> int:
             write_labels(args.labels, sim.labels())
     for label in sim.not_injected():
         ctx.err.print(f"warning: scenario {label.scenario} on {label.entity} was cut short or "
-                      "not reached: give more --events or --duration", markup=False)
+                      "not reached: give more --events or --duration", markup=False,
+                      soft_wrap=True)
     span = ((sim.last_ts or config.start_ns) - config.start_ns) / 1e9
     where = args.out or ", ".join(ctx.settings.topic(t) for t in ("market", "orders"))
     ctx.out.print(f"simulated {sim.emitted} events ({span:.1f} s of market time, "
-                  f"{len(sim.labels())} scenario labels) -> {where}", markup=False)
+                  f"{len(sim.labels())} scenario labels) -> {where}", markup=False,
+                  soft_wrap=True)
     if result is not None and not result.ok:
         raise CliError(f"delivery failed: {result.summary()}", DELIVERY_FAILED)
     return 0
+
+
+def _start(text: str | None) -> int:
+    """Start of simulated time; `now` (to the second) is the one choice that varies by run."""
+    from producers.csv_input import parse_timestamp
+    from producers.simulator import DEFAULT_START_NS
+
+    if text is None:
+        return DEFAULT_START_NS
+    if text.strip().lower() == "now":
+        import time
+
+        return time.time_ns() // 10**9 * 10**9
+    return parse_timestamp(text)
 
 
 def _publisher(ctx: Context) -> Publisher:
