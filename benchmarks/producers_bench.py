@@ -31,6 +31,8 @@ from schemas.recording import RecordingWriter
 from schemas.settings import Settings, load_settings
 from schemas.topics import by_name
 
+START_NS = time.time_ns() // 10**9 * 10**9
+
 
 @contextmanager
 def bootstrap() -> Iterator[str]:
@@ -52,8 +54,10 @@ def fresh_settings(servers: str) -> Settings:
 def config(events: int) -> SimConfig:
     # A duration rather than an event count: --events first probes the event rate, which
     # would be timed too. 20 instruments and 12 accounts make about 90 events per second.
+    # Recent event times: the broker's retention would otherwise delete them as they land.
     return SimConfig(seed=1, instruments=20, accounts=12, duration_s=events / 90,
-                     scenarios=("flash-crash", "runaway-algo", "volume-burst"))
+                     scenarios=("flash-crash", "runaway-algo", "volume-burst"),
+                     start_ns=START_NS)
 
 
 def generate(events: int) -> int:

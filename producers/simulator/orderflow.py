@@ -81,7 +81,6 @@ class Account:
     cp_cumulative: list[float]  # cumulative weights of the counterparties
     base_qty: dict[str, float]
     inventory: dict[str, float] = field(default_factory=dict)  # from strategy orders only
-    position: dict[str, float] = field(default_factory=dict)  # every fill
     fast: dict[str, float] = field(default_factory=dict)
     slow: dict[str, float] = field(default_factory=dict)
     open: dict[str, Order] = field(default_factory=dict)
@@ -442,9 +441,8 @@ class OrderFlowSimulator:
     def _fill(self, acc: Account, order: Order, ts: int, qty: float, price: float) -> None:
         order.cum += qty
         order.notional += qty * price
-        signed = qty if order.side is Side.BUY else -qty
-        acc.position[order.symbol] = acc.position.get(order.symbol, 0.0) + signed
-        if order.origin == "strategy":
+        if order.origin == "strategy":  # scenario fills never steer the strategy
+            signed = qty if order.side is Side.BUY else -qty
             acc.inventory[order.symbol] = acc.inventory.get(order.symbol, 0.0) + signed
         done = order.leaves <= 0
         pick = bisect.bisect_right(acc.cp_cumulative, float(self.rng.random()))
