@@ -104,7 +104,7 @@ def time_stack(events: list[Envelope]) -> tuple[float, int, int]:
     for ev in events:
         outputs += len(process(ev))
     elapsed = time.perf_counter() - start
-    size = max(len(proc.snapshot(k) or b"") for k in proc.keys())  # noqa: SIM118 - a method, not a dict
+    size = max(len(proc.snapshot(k) or b"") for k in proc.symbols())
     return elapsed, outputs, size
 
 

@@ -187,7 +187,7 @@ class MarketRiskProcessor:
 
     # --- read access (evaluate, tests) ---------------------------------------------------------
 
-    def keys(self) -> list[str]:
+    def symbols(self) -> list[str]:
         return sorted(self._states)
 
     def state(self, key: str) -> InstrumentState | None:

@@ -61,7 +61,7 @@ def market_stream(n: int, seed: int = 7) -> list[MarketObs]:
     for i in range(n):
         ts += int(rng.expovariate(1.0) * 1e9) + 1
         sd = 0.0005 if (i // 2000) % 2 == 0 else 0.0015  # alternating regimes
-        common = {"event_id": f"e{i}", "ts_event": ts, "ts_init": 0, "source": "t",
+        common: dict[str, Any] = {"event_id": f"e{i}", "ts_event": ts, "ts_init": 0, "source": "t",
                   "symbol": "X"}
         u = rng.random()
         if frozen_at <= i < frozen_at + 60:
@@ -155,7 +155,8 @@ def test_score_one_is_pure_and_computed_before_learning(factory: Callable[..., A
             model.learn_one(x)
             # Learning the event must not reach back into the score already handed out.
             assert score == kept
-            assert dataclasses.is_dataclass(score) and type(score).__dataclass_params__.frozen
+            assert dataclasses.is_dataclass(score)
+            assert getattr(type(score), "__dataclass_params__").frozen  # noqa: B009
         else:
             model.score_one(x)
             model.learn_one(x)

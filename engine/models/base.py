@@ -60,6 +60,10 @@ class VarForecast:
         >>> f.var_95 < f.var_99 < f.es_975
         True
         """
+        # Quantiles estimated separately (P2 markers, on a tick grid) can cross by a hair:
+        # keep the figures ordered, VaR 95 <= VaR 99 and VaR 95 <= ES 97.5.
+        q01 = min(q01, q05)
+        es025 = min(es025, q05)
         return cls(loss_fraction(q05), loss_fraction(q01), loss_fraction(es025), sigma)
 
     @classmethod
