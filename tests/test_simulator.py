@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from consumers.cli.app import main
-from producers.simulator import SimConfig, SimEvent, read_labels, simulate
+from producers.simulator import SimConfig, SimEvent, Simulation, read_labels, simulate
 from producers.simulator.market import MarketSimulator, make_instruments
 from schemas.codec import decode, encode
 from schemas.market import Bar, InstrumentStatus, Quote, Trade
@@ -120,10 +120,15 @@ def test_order_flow_is_consistent(events: list[SimEvent]) -> None:
 
 
 def test_runs_stop_at_the_event_count_or_the_simulated_duration() -> None:
-    assert sum(1 for _ in simulate(seed=2, instruments=3, accounts=2, events=777)) == 777
+    short = [e.event for e in simulate(seed=2, instruments=3, accounts=2, events=300)]
     config = SimConfig(seed=2, instruments=3, accounts=2, duration_s=30)
-    last = list(simulate(config))[-1].event
-    assert config.start_ns + 29 * 10**9 < last.ts_event < config.start_ns + 30 * 10**9
+    long = [e.event for e in simulate(config)]
+    assert len(short) == 300 and short == long[:300]  # without scenarios: a prefix
+    assert config.start_ns + 29 * 10**9 < long[-1].ts_event < config.start_ns + 30 * 10**9
+    sim = Simulation(config)
+    next(iter(sim))
+    with pytest.raises(RuntimeError, match="runs once"):
+        next(iter(sim))
 
 
 def test_returns_are_correlated_clustered_and_switch_regimes() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -63,7 +63,6 @@ class SimConfig:
     start_ns: int = DEFAULT_START_NS
     dt_s: float = 0.5
     bar_interval_s: float = 60.0
-    _calibrating: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.instruments <= 1000:
@@ -88,12 +87,6 @@ class SimConfig:
             if needs:
                 raise ValueError(f"scenario {needs[0]} needs at least one account")
 
-    @property
-    def tag(self) -> str:
-        """Short hash of everything that shapes the stream: prefixes event and order ids."""
-        text = repr((self.seed, self.instruments, self.accounts, self.scenarios, self.events,
-                     self.duration_s, self.news, self.start_ns, self.dt_s, self.bar_interval_s))
-        return hashlib.blake2b(text.encode(), digest_size=3).hexdigest()
 
 
 class Simulation:
@@ -101,7 +94,6 @@ class Simulation:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.tag = config.tag
         seeds = np.random.SeedSequence(config.seed).spawn(5)
         rng_ref, rng_market, rng_acc, rng_flow, self._rng_scen = (
             np.random.default_rng(s) for s in seeds)
@@ -110,12 +102,23 @@ class Simulation:
                                       dt_s=config.dt_s, bar_interval_s=config.bar_interval_s,
                                       news=config.news)
         self.accounts: list[Account] = make_accounts(config.accounts, self.instruments, rng_acc)
-        self.flow = (OrderFlowSimulator(self.accounts, self.market, rng_flow, self.tag)
-                     if self.accounts else None)
         self.horizon_s = self._horizon()
         self.scenarios = self._plan()
+        self.tag = self._tag()
+        self.flow = (OrderFlowSimulator(self.accounts, self.market, rng_flow, self.tag)
+                     if self.accounts else None)
         self.emitted = 0
         self.last_ts: int | None = None
+        self._started = False
+
+    def _tag(self) -> str:
+        """Short hash of everything that shapes the stream, prefixing event and order ids.
+        The run's length is left out, so a shorter run without scenarios is a prefix of a
+        longer one; the scenario windows (which depend on the length) are in."""
+        cfg = self.config
+        text = repr((cfg.seed, cfg.instruments, cfg.accounts, cfg.news, cfg.start_ns, cfg.dt_s,
+                     cfg.bar_interval_s, [s.label for s in self.scenarios]))
+        return hashlib.blake2b(text.encode(), digest_size=3).hexdigest()
 
     # --- scenario schedule ---------------------------------------------------------------
 
@@ -190,6 +193,9 @@ class Simulation:
         return self.events()
 
     def events(self) -> Iterator[SimEvent]:
+        if self._started:
+            raise RuntimeError("a Simulation runs once: make a new one to run again")
+        self._started = True
         cfg = self.config
         limit = cfg.events
         end_ns = None if cfg.duration_s is None else cfg.start_ns + round(cfg.duration_s * NS)
