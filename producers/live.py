@@ -69,8 +69,8 @@ def dead_letter(line_no: int, data: bytes, error: DecodeError, *, max_bytes: int
     """The DeadLetter for an invalid input line (see module docs)."""
     reason = f"line {line_no}: {error}"
     keep = max(1024, max_bytes // 2)  # base64 grows by a third: stay under the cap
-    if len(data) > keep:
-        reason += f" (first {keep} bytes kept)"
+    if len(data) > keep:  # worded like the workers' dead letters
+        reason += f" (original truncated to {keep} of {len(data)} bytes)"
         data = data[:keep]
     ts_event, key = time.time_ns(), None
     try:
