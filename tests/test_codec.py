@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from schemas.codec import DecodeError, decode, encode
+from schemas.common import Side
 from schemas.market import Trade
 from schemas.orders import OrderNew
 from schemas.recording import (
@@ -21,7 +22,7 @@ from schemas.recording import (
 TRADE = Trade(event_id="t-1", ts_event=1_700_000_000_000_000_000, ts_init=1, source="test",
               symbol="ACME", price=101.25, qty=300)
 ORDER = OrderNew(event_id="o-1", ts_event=1_700_000_000_500_000_000, ts_init=2,
-                 source="test", account="ACC-1", symbol="ACME", side="buy", price=101.0,
+                 source="test", account="ACC-1", symbol="ACME", side=Side.BUY, price=101.0,
                  qty=100, cl_ord_id="c-1")
 
 
