@@ -174,7 +174,7 @@ class AlertConfig(_Section):
                                              "times its VaR 99 (every exceedance is counted "
                                              "in ModelHealth; 1% of returns exceed VaR 99 "
                                              "by design, too many to alert on).")
-    var_exceedance_mult: float = Field(default=1.5, ge=1)
+    var_exceedance_mult: float = Field(default=2.0, ge=1)
     sentiment_shock: float = Field(default=0.75, gt=0, le=1,
                                    description="|relevance x sentiment| at or above this.")
     sentiment_jump: float = Field(default=1.0, gt=0, le=2,
@@ -183,7 +183,9 @@ class AlertConfig(_Section):
                                            description="Absolute spread limit (bps).")
     cooldown_events: int = Field(default=20, ge=0,
                                  description="Same reason on one instrument at most once per "
-                                             "N market events, unless it gets more severe.")
+                                             "N market events and cooldown_s seconds of "
+                                             "event time, unless it gets more severe.")
+    cooldown_s: float = Field(default=5.0, ge=0)
 
 
 class MarketRiskConfig(_Section):

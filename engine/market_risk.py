@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import math
 import pickle
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from engine.envelope import output_envelope
@@ -126,7 +126,7 @@ class InstrumentState:
     var_limit: bool = False
     spread_limit: bool = False
     quote_state: str | None = None
-    last_alert: dict[str, tuple[int, int]] = field(default_factory=dict)
+    last_alert: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     backtested: int = 0
     # Forecasts for the next return, refreshed whenever the models learn a return: they are
     # what each method's score_one gives for that return, and what the snapshot publishes.
@@ -141,6 +141,20 @@ def refresh_forecasts(st: InstrumentState) -> None:
                        for m, v in st.next_var.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class ReturnTrace:
+    """One backtested return and the forecasts it was judged against (for reports)."""
+
+    symbol: str
+    ts: int
+    ret: float
+    loss: float
+    sigma: float
+    chosen: str
+    forecasts: dict[str, VarForecast]
+    hits: dict[str, bool]
+
+
 class MarketRiskProcessor:
     """Per-instrument volatility, VaR/ES, anomaly, regime and tail-risk models with built-in
     VaR validation; implements `engine.processor.Processor` for the `market` topic."""
@@ -148,9 +162,13 @@ class MarketRiskProcessor:
     name = WORKER
     input_topic = "market"
 
-    def __init__(self, config: MarketRiskConfig | None = None, *, source: str = WORKER) -> None:
+    def __init__(self, config: MarketRiskConfig | None = None, *, source: str = WORKER,
+                 trace: Callable[[ReturnTrace], None] | None = None) -> None:
+        """`trace`, when given, is called with every backtested return (in-process reports
+        such as `streamrisk evaluate`); it sees the numbers and changes nothing."""
         self.config = config or MarketRiskConfig()
         self.source = source
+        self.trace = trace
         self._states: dict[str, InstrumentState] = {}
         self._dirty: set[str] = set()
         self._prior_sigma = self.config.vol.prior_annual_vol / math.sqrt(TRADING_DAYS)
@@ -270,10 +288,12 @@ class _Step:
         seen = st.features.events_seen
         rank = _SEVERITY_RANK[severity]
         last = st.last_alert.get(code)
-        if (cooldown and last is not None and seen - last[0] < self.cfg.alerts.cooldown_events
-                and rank <= last[1]):
+        a = self.cfg.alerts
+        if (cooldown and last is not None and rank <= last[1]
+                and (seen - last[0] < a.cooldown_events
+                     or event.ts_event - last[2] < a.cooldown_s * 1e9)):
             return
-        st.last_alert[code] = (seen, rank)
+        st.last_alert[code] = (seen, rank, event.ts_event)
         self.alerts.append(Output(RiskAlert.TOPIC, st.symbol, RiskAlert(
             **output_envelope(event, f"ALERT:{code}", self.proc.source),
             reason_code=code, severity=severity, entity=entity or st.symbol,
@@ -337,9 +357,11 @@ class _Step:
         forecasts = st.next_var  # == each model's score_one(obs): made before this return
         chosen = self.choose(forecasts)
         st.backtested += 1
+        hits: dict[str, bool] = {}
         for method, fc in forecasts.items():
             h = st.health[method]
-            h.tracker.update(loss > (fc.var_99 if level99 else fc.var_95))
+            hits[method] = hit = loss > (fc.var_99 if level99 else fc.var_95)
+            h.tracker.update(hit)
             h.n95 += 1
             h.hits95 += loss > fc.var_95
             zone = h.tracker.rolling_zone()
@@ -350,6 +372,9 @@ class _Step:
             h.zone = zone
         if st.backtested % cfg.var.health_every == 0:
             self.publish_tail_health()
+        if self.proc.trace is not None:
+            self.proc.trace(ReturnTrace(st.symbol, obs.ts, ret, loss, sigma, chosen, forecasts,
+                                        hits))
         a = cfg.alerts
         if abs(z) >= a.jump_z:
             self.alert("PRICE_JUMP", Severity.CRITICAL, z, a.jump_z,

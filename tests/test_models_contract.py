@@ -82,8 +82,8 @@ def market_stream(n: int, seed: int = 7) -> list[MarketObs]:
     return out
 
 
-STREAM = market_stream(6000)
-LONG_STREAM = market_stream(24000, seed=8)
+STREAM = market_stream(4000)
+LONG_STREAM = market_stream(12000, seed=8)
 
 
 def all_adapter_classes() -> set[type]:
