@@ -33,7 +33,6 @@ from producers.kafka import DeliveryTracker, flush_all, make_producer
 from schemas.codec import encode
 from schemas.common import Envelope
 from schemas.settings import Settings
-from schemas.topics import by_name
 
 Headers = Sequence[tuple[str, str | bytes]]
 
@@ -147,27 +146,6 @@ class Publisher:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def retention_risk(topic: str, ts_ns: int, now_ns: int | None = None) -> str | None:
-    """A warning when a message stamped `ts_ns` is already older than the catalogue
-    retention of `topic`: brokers delete by message timestamp, and ours is the event time.
-
-    >>> retention_risk("market", 0, now_ns=10**18).split(":")[0]
-    'event times are older than the 7-day retention of market'
-    >>> retention_risk("market", 10**18, now_ns=10**18) is None
-    True
-    """
-    try:
-        retention_ms = int(by_name(topic).config.get("retention.ms", "-1"))
-    except (KeyError, ValueError):
-        return None
-    now = time.time_ns() if now_ns is None else now_ns
-    if retention_ms < 0 or ts_ns >= now - retention_ms * 1_000_000:
-        return None
-    return (f"event times are older than the {retention_ms / 86_400_000:g}-day retention of "
-            f"{topic}: the broker may delete these messages within minutes (the Kafka "
-            "timestamp is the event time); use recent event times (simulate --start now)")
 
 
 class RatePacer:

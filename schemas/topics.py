@@ -30,8 +30,14 @@ class TopicSpec:
         return prefix + self.name
 
 
-def _delete(retention_days: float) -> dict[str, str]:
-    return {"cleanup.policy": "delete", "retention.ms": str(int(retention_days * DAY_MS))}
+GIB = 1024**3
+
+
+def _delete(gib_per_partition: float) -> dict[str, str]:
+    """Delete policy bounded by size, never by age: the Kafka timestamp of every message is
+    its event time, so a time limit would delete a replayed historical day as it lands."""
+    return {"cleanup.policy": "delete", "retention.ms": "-1",
+            "retention.bytes": str(int(gib_per_partition * GIB))}
 
 
 _COMPACT = {
@@ -43,30 +49,30 @@ _COMPACT = {
 CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("market", "instrument id",
               ("Trade", "Quote", "Bar", "BookTop", "InstrumentStatus", "NewsSentiment"),
-              DATA_PARTITIONS, _delete(7), "market data; one topic keeps per-instrument order"),
+              DATA_PARTITIONS, _delete(2), "market data; one topic keeps per-instrument order"),
     TopicSpec("orders", "account id",
               ("OrderNew", "OrderCancel", "OrderReplace", "ExecutionReport", "MassCancel"),
-              DATA_PARTITIONS, _delete(7), "order flow and execution reports"),
+              DATA_PARTITIONS, _delete(2), "order flow and execution reports"),
     TopicSpec("risk.alerts", "instrument or account", ("RiskAlert",),
-              DATA_PARTITIONS, _delete(30), "alerts with severity, reason code, explanation"),
+              DATA_PARTITIONS, _delete(1), "alerts with severity, reason code, explanation"),
     TopicSpec("risk.decisions", "account", ("RiskDecision",),
-              DATA_PARTITIONS, _delete(30), "pre-trade accept/deny with reason codes"),
+              DATA_PARTITIONS, _delete(1), "pre-trade accept/deny with reason codes"),
     TopicSpec("risk.breaches", "account", ("LimitBreach",),
-              DATA_PARTITIONS, _delete(30), "soft and hard limit breaches"),
+              DATA_PARTITIONS, _delete(1), "soft and hard limit breaches"),
     TopicSpec("risk.instruments", "instrument", ("InstrumentRisk",),
               DATA_PARTITIONS, dict(_COMPACT), "latest risk per instrument"),
     TopicSpec("risk.accounts", "account", ("AccountRisk",),
               DATA_PARTITIONS, dict(_COMPACT), "latest risk per account"),
     TopicSpec("risk.states", "scope id", ("TradingStateChanged",),
-              DATA_PARTITIONS, _delete(90), "every trading-state transition"),
+              DATA_PARTITIONS, _delete(0.25), "every trading-state transition"),
     TopicSpec("risk.limits", "scope id", ("LimitConfig",),
               1, dict(_COMPACT), "limit configuration, hot reloaded, audited"),
     TopicSpec("risk.control", "scope id", ("TradingStateCommand",),
-              1, _delete(90), "kill switch and re-enable commands"),
+              1, _delete(0.25), "kill switch and re-enable commands"),
     TopicSpec("risk.model-health", "model id", ("ModelHealth",),
-              DATA_PARTITIONS, _delete(30), "VaR backtests, prequential metrics, drift"),
+              DATA_PARTITIONS, _delete(1), "VaR backtests, prequential metrics, drift"),
     TopicSpec("dlq", "original key", ("DeadLetter",),
-              DATA_PARTITIONS, _delete(30), "inputs that could not be processed"),
+              DATA_PARTITIONS, _delete(1), "inputs that could not be processed"),
 )
 
 # Workers keep their state in a compacted changelog with the partition count of their input.

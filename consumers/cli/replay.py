@@ -139,19 +139,12 @@ def run(ctx: Context) -> int:
 
 def _ensure_topic(ctx: Context, source: str, target: str, ts_ns: int) -> None:
     """Create `target` like its catalogue entry, or like `source`'s when it is a renamed copy;
-    a topic outside the catalogue must already exist. Warn when the broker's retention would
-    delete the messages at once (their timestamps are their event times)."""
+    a topic outside the catalogue must already exist."""
     from dataclasses import replace
 
     from producers.kafka import make_admin
     from producers.provision import ProvisionError, ensure_topics
-    from producers.publisher import retention_risk
     from schemas.topics import by_name
-
-    warning = retention_risk(target, ts_ns) or retention_risk(source, ts_ns)
-    if warning:
-        ctx.err.print(f"warning: {ctx.settings.topic(target)}: {warning}", markup=False,
-                      soft_wrap=True)
 
     spec = None
     for name in (target, source):

@@ -111,12 +111,6 @@ def run(ctx: Context) -> int:
                            start_ns=_start(args.start))
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if not args.out:
-        from producers.publisher import retention_risk
-
-        warning = retention_risk("market", config.start_ns)
-        if warning:
-            ctx.err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     sim = Simulation(config)
     publisher = None if args.out else _publisher(ctx)
     result = None

@@ -171,8 +171,12 @@ def _retention(spec: TopicSpec) -> str:
     """Human retention: compacted topics keep the latest value per key for ever."""
     if spec.compacted:
         return "latest per key"
-    ms = spec.config.get("retention.ms")
-    if ms is None:
-        return "broker default"
-    days = int(ms) / 86_400_000
-    return f"{days:g} d" if days >= 1 else f"{int(ms) / 3_600_000:g} h"
+    parts = []
+    ms = int(spec.config.get("retention.ms", "0") or 0)
+    if ms > 0:
+        days = ms / 86_400_000
+        parts.append(f"{days:g} d" if days >= 1 else f"{ms / 3_600_000:g} h")
+    size = int(spec.config.get("retention.bytes", "-1"))
+    if size > 0:
+        parts.append(f"{size / 1024**3:g} GiB/partition")
+    return ", ".join(parts) or "broker default"
