@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from schemas.common import Side
 
 EPS = 1e-9
+_NT = 9  # per-symbol terms: long, short, gross, net_hi, net_lo (worst case), unrealized PnL,
+#         long and short market value, squared market value
+_REBUILD_EVERY = 8192
 
 
 @dataclass(slots=True)
@@ -132,8 +135,6 @@ class AccountBook:
     open_sell: dict[str, float] = field(default_factory=dict)
     strategy_open_buy: dict[tuple[str, str], float] = field(default_factory=dict)
     strategy_open_sell: dict[tuple[str, str], float] = field(default_factory=dict)
-    strategy_symbols: dict[str, set[str]] = field(default_factory=dict)
-    """Every symbol a strategy ever traded or quoted (so its exposure need not scan all)."""
     marks: dict[str, float] = field(default_factory=dict)
     realized_pnl: float = 0.0
     counterparty: dict[str, float] = field(default_factory=dict)
@@ -143,6 +144,111 @@ class AccountBook:
     peak_total: float = 0.0
     drawdown_intraday: float = 0.0
     drawdown_trailing: float = 0.0
+    # Running totals so that exposure and PnL cost O(1) per order, not O(symbols): every
+    # change of a position, an open order or a mark updates its symbol's terms and the sums.
+    # They are rebuilt from scratch every _REBUILD_EVERY updates, so rounding cannot drift.
+    _terms: dict[str, tuple[float, ...]] = field(default_factory=dict, repr=False)
+    _tot: list[float] = field(default_factory=lambda: [0.0] * _NT, repr=False)
+    _sterms: dict[tuple[str, str], tuple[float, ...]] = field(default_factory=dict, repr=False)
+    _stot: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _sym_strats: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _updates: int = 0
+
+    # --- running totals ---------------------------------------------------------------------
+
+    def _symbol_terms(self, symbol: str) -> tuple[float, ...] | None:
+        pos = self.positions.get(symbol)
+        q = pos.qty if pos is not None else 0.0
+        buys = self.open_buy.get(symbol, 0.0)
+        sells = self.open_sell.get(symbol, 0.0)
+        if abs(q) <= EPS and buys <= EPS and sells <= EPS:
+            return None
+        px = self.price(symbol)
+        hi, lo, mv = q + buys, q - sells, q * px
+        return (hi * px if hi > 0 else 0.0, -lo * px if lo < 0 else 0.0,
+                (hi if hi > -lo else -lo) * px, hi * px, lo * px,
+                q * (px - (pos.avg_cost if pos is not None else 0.0)),
+                mv if mv > 0 else 0.0, -mv if mv < 0 else 0.0, mv * mv)
+
+    def _strategy_terms(self, strategy: str, symbol: str) -> tuple[float, ...] | None:
+        key = (strategy, symbol)
+        q = self.strategy_qty.get(key, 0.0)
+        buys = self.strategy_open_buy.get(key, 0.0)
+        sells = self.strategy_open_sell.get(key, 0.0)
+        if abs(q) <= EPS and buys <= EPS and sells <= EPS:
+            return None
+        px = self.price(symbol)
+        hi, lo = q + buys, q - sells
+        return (hi * px if hi > 0 else 0.0, -lo * px if lo < 0 else 0.0,
+                (hi if hi > -lo else -lo) * px, hi * px, lo * px)
+
+    def _touch_symbol(self, symbol: str) -> None:
+        old = self._terms.pop(symbol, None)
+        new = self._symbol_terms(symbol)
+        tot = self._tot
+        if old is not None:
+            if new is not None:
+                self._terms[symbol] = new
+                for i, (a, b) in enumerate(zip(new, old, strict=True)):
+                    tot[i] += a - b
+                return
+            for i, b in enumerate(old):
+                tot[i] -= b
+        elif new is not None:
+            self._terms[symbol] = new
+            for i, a in enumerate(new):
+                tot[i] += a
+
+    def _touch_strategy(self, strategy: str, symbol: str) -> None:
+        key = (strategy, symbol)
+        old = self._sterms.pop(key, None)
+        new = self._strategy_terms(strategy, symbol)
+        tot = self._stot.get(strategy)
+        if tot is None:
+            tot = self._stot[strategy] = [0.0] * 5
+        if old is not None:
+            for i, b in enumerate(old):
+                tot[i] -= b
+        if new is not None:
+            self._sterms[key] = new
+            for i, a in enumerate(new):
+                tot[i] += a
+            self._sym_strats.setdefault(symbol, set()).add(strategy)
+        else:
+            held = self._sym_strats.get(symbol)
+            if held is not None:
+                held.discard(strategy)
+                if not held:
+                    del self._sym_strats[symbol]
+
+    def _touch(self, symbol: str, strategy: str | None, *, price_moved: bool) -> None:
+        """Refresh a symbol's terms and those of `strategy`; of every strategy holding the
+        symbol too when its price (mark) may have moved."""
+        self._updates += 1
+        if self._updates >= _REBUILD_EVERY:
+            self._rebuild()
+            return
+        self._touch_symbol(symbol)
+        held = self._sym_strats.get(symbol)
+        if price_moved and held:
+            names = set(held)
+            if strategy is not None:
+                names.add(strategy)
+            for name in sorted(names):
+                self._touch_strategy(name, symbol)
+        elif strategy is not None:
+            self._touch_strategy(strategy, symbol)
+
+    def _rebuild(self) -> None:
+        self._updates = 0
+        self._terms, self._tot = {}, [0.0] * _NT
+        self._sterms, self._stot, self._sym_strats = {}, {}, {}
+        symbols = (set(self.positions) | set(self.open_buy) | set(self.open_sell))
+        for symbol in sorted(symbols):
+            self._touch_symbol(symbol)
+        keys = set(self.strategy_qty) | set(self.strategy_open_buy) | set(self.strategy_open_sell)
+        for strategy, symbol in sorted(keys):
+            self._touch_strategy(strategy, symbol)
 
     # --- open orders ------------------------------------------------------------------------
 
@@ -168,12 +274,12 @@ class AccountBook:
         else:
             side_map.pop(order.symbol, None)
         key = (order.strategy, order.symbol)
-        self.strategy_symbols.setdefault(order.strategy, set()).add(order.symbol)
         left = strat_map.get(key, 0.0) + sign * order.qty
         if left > EPS:
             strat_map[key] = left
         else:
             strat_map.pop(key, None)
+        self._touch(order.symbol, order.strategy, price_moved=False)
 
     def add_order(self, order: OpenOrder) -> None:
         old = self.open_orders.pop(order.cl_ord_id, None)
@@ -211,8 +317,12 @@ class AccountBook:
 
     def symbols(self) -> set[str]:
         """Symbols with a position or an open order."""
-        held = {s for s, p in self.positions.items() if abs(p.qty) > EPS}
-        return held | self.open_buy.keys() | self.open_sell.keys()
+        return set(self._terms)
+
+    @property
+    def held(self) -> dict[str, tuple[float, ...]]:
+        """Symbols with a position or an open order (a live view: do not modify)."""
+        return self._terms
 
     # --- fills and marks --------------------------------------------------------------------
 
@@ -242,16 +352,23 @@ class AccountBook:
         pos.realized += realized
         self.realized_pnl += realized
         key = (strategy, symbol)
-        self.strategy_qty[key] = self.strategy_qty.get(key, 0.0) + signed
-        self.strategy_symbols.setdefault(strategy, set()).add(symbol)
+        left = self.strategy_qty.get(key, 0.0) + signed
+        if abs(left) > EPS:
+            self.strategy_qty[key] = left
+        else:
+            self.strategy_qty.pop(key, None)
         if counterparty:
             self.counterparty[counterparty] = (self.counterparty.get(counterparty, 0.0)
                                                + qty * price)
         self.marks.setdefault(symbol, price)
+        self._touch(symbol, strategy, price_moved=True)  # a first fill sets the mark
         return realized
 
     def mark(self, symbol: str, price: float) -> None:
-        self.marks[symbol] = price
+        if self.marks.get(symbol) != price:
+            self.marks[symbol] = price
+            if symbol in self._terms or symbol in self._sym_strats:
+                self._touch(symbol, None, price_moved=True)
 
     def price(self, symbol: str, fallback: float | None = None) -> float:
         """Mark of a symbol: the latest mark, else `fallback`, else the average cost."""
@@ -264,8 +381,7 @@ class AccountBook:
         return pos.avg_cost if pos is not None else 0.0
 
     def unrealized_pnl(self) -> float:
-        return sum(p.qty * (self.price(s) - p.avg_cost)
-                   for s, p in self.positions.items() if abs(p.qty) > EPS)
+        return self._tot[5]
 
     def total_pnl(self) -> float:
         return self.realized_pnl + self.unrealized_pnl()
@@ -311,40 +427,14 @@ class AccountBook:
 
     def exposure(self) -> Exposure:
         """Worst-case exposure of the whole account at the current marks."""
-        # plain float accumulation: this runs for every order, so no temporary objects
-        long = short = gross = net_hi = net_lo = 0.0
-        buys, sells, positions = self.open_buy, self.open_sell, self.positions
-        for symbol in self.symbols():
-            px = self.price(symbol)
-            pos = positions.get(symbol)
-            q = pos.qty if pos is not None else 0.0
-            hi = q + buys.get(symbol, 0.0)
-            lo = q - sells.get(symbol, 0.0)
-            if hi > 0:
-                long += hi * px
-            if lo < 0:
-                short -= lo * px
-            gross += max(abs(hi), abs(lo)) * px
-            net_hi += hi * px
-            net_lo += lo * px
-        return Exposure(long, short, gross, net_hi, net_lo)
+        t = self._tot
+        return Exposure(max(0.0, t[0]), max(0.0, t[1]), max(0.0, t[2]), t[3], t[4])
 
     def strategy_exposure(self, strategy: str) -> Exposure:
-        long = short = gross = net_hi = net_lo = 0.0
-        for symbol in self.strategy_symbols.get(strategy, ()):
-            key = (strategy, symbol)
-            px = self.price(symbol)
-            q = self.strategy_qty.get(key, 0.0)
-            hi = q + self.strategy_open_buy.get(key, 0.0)
-            lo = q - self.strategy_open_sell.get(key, 0.0)
-            if hi > 0:
-                long += hi * px
-            if lo < 0:
-                short -= lo * px
-            gross += max(abs(hi), abs(lo)) * px
-            net_hi += hi * px
-            net_lo += lo * px
-        return Exposure(long, short, gross, net_hi, net_lo)
+        t = self._stot.get(strategy)
+        if t is None:
+            return Exposure()
+        return Exposure(max(0.0, t[0]), max(0.0, t[1]), max(0.0, t[2]), t[3], t[4])
 
     def open_order_notional(self) -> float:
         out = self.priced_open_notional
@@ -360,38 +450,28 @@ class AccountBook:
 
     # --- snapshot ---------------------------------------------------------------------------
 
-    def metrics(self, capital: float) -> AccountMetrics:
-        """Current figures (positions only for long/short/gross/net, no open orders)."""
-        realized = self.realized_pnl
-        unrealized = 0.0
-        long_exp = short_exp = net = 0.0
-        values: list[float] = []
-        for symbol, pos in self.positions.items():
-            if abs(pos.qty) <= EPS:
-                continue
-            px = self.price(symbol)
-            unrealized += pos.qty * (px - pos.avg_cost)
-            mv = pos.qty * px
-            net += mv
-            if mv > 0:
-                long_exp += mv
-            else:
-                short_exp -= mv
-            values.append(abs(mv))
+    def metrics(self, capital: float, largest_share: float | None = None) -> AccountMetrics:
+        """Current figures (positions only for long/short/gross/net, no open orders).
+
+        The largest share is the only O(positions) figure: pass a known value to skip it.
+        """
+        t = self._tot
+        realized, unrealized = self.realized_pnl, t[5]
+        long_exp, short_exp = max(0.0, t[6]), max(0.0, t[7])
         gross = long_exp + short_exp
         total = realized + unrealized
         hhi = largest = 0.0
         if gross > 0:
-            shares = [v / gross for v in values]
-            hhi = sum(s * s for s in shares)
-            largest = max(shares)
+            hhi = max(0.0, t[8]) / (gross * gross)
+            largest = (largest_share if largest_share is not None else
+                       max(terms[6] + terms[7] for terms in self._terms.values()) / gross)
         equity = capital + total
         # a wiped-out account has equity <= 0: report a huge but finite leverage
         leverage = gross / max(equity, capital * 1e-6)
         return AccountMetrics(
             realized_pnl=realized, unrealized_pnl=unrealized, total_pnl=total,
             day_pnl=total - self.day_start_total, long_exposure=long_exp,
-            short_exposure=short_exp, gross_exposure=gross, net_exposure=net,
+            short_exposure=short_exp, gross_exposure=gross, net_exposure=t[6] - t[7],
             leverage=leverage, hhi=min(1.0, hhi), largest_share=min(1.0, largest),
             drawdown_intraday=self.drawdown_intraday, drawdown_trailing=self.drawdown_trailing,
             open_order_notional=self.open_order_notional(),

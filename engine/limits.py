@@ -209,7 +209,8 @@ def _tighter(current: float | None, value: float | None) -> bool:
     return value is not None and (current is None or value < current)
 
 
-def _tightest(a: EffectiveLimit, b: EffectiveLimit) -> EffectiveLimit:
+def tightest(a: EffectiveLimit, b: EffectiveLimit) -> EffectiveLimit:
+    """The tighter soft and hard levels of two effective limits (ties keep `a`)."""
     soft, soft_src = (b.soft, b.soft_source) if _tighter(a.soft, b.soft) else (a.soft,
                                                                                 a.soft_source)
     hard, hard_src = (b.hard, b.hard_source) if _tighter(a.hard, b.hard) else (a.hard,
@@ -398,15 +399,15 @@ class LimitBook:
             if kind == "account":
                 return own
             mine = self.resolve(metric, scopes, ts, "strategy")
-            return _tightest(own, mine)
+            return tightest(own, mine)
         out = NO_LIMIT
         level = self.defaults.get(metric)
         if level is not None:
-            out = _tightest(out, EffectiveLimit(level.soft, level.hard, "default", "default"))
+            out = tightest(out, EffectiveLimit(level.soft, level.hard, "default", "default"))
         for above in (scope, *self.ancestors(scope)):
             level = self.levels(above, ts).get(metric)
             if level is not None:
-                out = _tightest(out, EffectiveLimit(level.soft, level.hard, above, above))
+                out = tightest(out, EffectiveLimit(level.soft, level.hard, above, above))
         return out
 
     def capital(self, scopes: OrderScopes, ts: int, default: float) -> float:

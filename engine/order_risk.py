@@ -80,6 +80,7 @@ from engine.limits import (
     LimitBook,
     OrderScopes,
     strategy_scope,
+    tightest,
 )
 from engine.order_config import OrderConfig
 from engine.personal import OrderFlowModel, PersonalScore
@@ -128,6 +129,7 @@ PER_ORDER_METRICS = ("order_notional", "order_qty", "adv_participation", "order_
 MONITORED_METRICS = ("position_long", "position_short", "gross_exposure", "net_exposure",
                      "credit", "leverage", "concentration", *STATE_METRICS)
 SNAPSHOT_VERSION = 1
+_REF_LOG = 65_536
 _TABLE_TYPES = {"risk.instruments": ("InstrumentRisk",), "risk.limits": ("LimitConfig",),
                 "risk.control": ("TradingStateCommand",)}
 
@@ -181,6 +183,12 @@ class AccountState:
     recent_order: deque[tuple[int, tuple[Any, ...]]] = field(default_factory=deque)
     breach_levels: dict[str, BreachLevel] = field(default_factory=dict)
     last_publish_ts: int | None = None
+    risk_figures: tuple[float, float, float, float] | None = None
+    """(VaR 95, ES 97.5, days to liquidate, liquidity cost) as last computed."""
+    largest_share: float = 0.0
+    marked_upto: int = 0
+    """Table updates already looked at (a count local to this worker, see _mark)."""
+    pending_marks: set[str] = field(default_factory=set)
     last_ts: int = 0
     version: int = SNAPSHOT_VERSION
 
@@ -191,7 +199,7 @@ class _CachedLimits:
     start: int
     end: int
     scopes: OrderScopes
-    resolved: dict[tuple[str, str], EffectiveLimit]
+    resolved: dict[str, EffectiveLimit]
 
 
 def _prune(window: deque[int], since: int) -> None:
@@ -223,7 +231,13 @@ class OrderRiskProcessor:
         self.commands: dict[str, TradingStateCommand] = {}
         self._account_commands: dict[str, dict[str, TradingStateCommand]] = {}
         self._dirty: set[str] = set()
-        self._limit_cache: dict[tuple[str, str, str], _CachedLimits] = {}
+        self._limit_cache: dict[tuple[str, ...], _CachedLimits] = {}
+        self._latest: dict[str, InstrumentRisk] = {}
+        # symbols of the table updates in arrival order (_ref_log_start = index of its first
+        # entry): an account re-marks only what changed since it last looked
+        self._ref_log: list[str] = []
+        self._ref_log_start = 0
+        self._ref_count = 0
         self._handlers: dict[str, Callable[[Any], list[Output]]] = {
             "OrderNew": self._on_order, "OrderReplace": self._on_order,
             "OrderCancel": self._on_cancel, "ExecutionReport": self._on_execution,
@@ -287,6 +301,7 @@ class OrderRiskProcessor:
         state = pickle.loads(data)  # the runtime checked the snapshot's HMAC before this
         if not isinstance(state, AccountState) or state.version != SNAPSHOT_VERSION:
             raise ValueError(f"snapshot of {key!r} is not an AccountState v{SNAPSHOT_VERSION}")
+        state.marked_upto = -1  # a position in another worker's table log: mark everything
         self.accounts[key] = state
 
     def evict(self, keys: Iterable[str]) -> None:
@@ -349,9 +364,9 @@ class OrderRiskProcessor:
         if book.day is None or day > book.day:
             if book.day is not None:
                 day_start = day * 86_400_000_000_000 - self.config.day_offset_ns
-                self._mark(book, day_start - 1)
+                self._mark(st, day_start - 1, full=True)
             book.roll_day(day)
-        self._mark(book, ts, extra)
+        self._mark(st, ts, extra)
         _, day_pnl = book.update_path()
         st.last_ts = max(st.last_ts, ts)
         return day_pnl
@@ -377,14 +392,48 @@ class OrderRiskProcessor:
         transition = st.machine.evaluate(readings, ts)
         return [] if transition is None else self._transition_outputs(st, transition, cause)
 
-    def _mark(self, book: AccountBook, ts: int, extra: str | None = None) -> None:
-        symbols = book.symbols()
+    def _ref(self, symbol: str, ts: int) -> InstrumentRisk | None:
+        """Instrument risk as of event time `ts` (the newest snapshot when it is not later)."""
+        latest = self._latest.get(symbol)
+        if latest is not None and latest.ts_event <= ts:
+            return latest
+        return self.instruments.as_of(symbol, ts)
+
+    def _mark(self, st: AccountState, ts: int, extra: str | None = None, *,
+              full: bool = False) -> None:
+        """Mark the account's symbols with prices as of `ts`.
+
+        Only symbols whose instrument risk changed since the account's last marking are
+        read again (from the log of table updates), plus those whose newest snapshot was
+        still in the future last time; anything unusual (events going back in time, a log
+        that moved on) marks every symbol.
+        """
+        book = st.book
+        start = self._ref_log_start
+        new = self._ref_count - st.marked_upto
+        if full or ts < st.last_ts or st.marked_upto < start or new > len(book.held):
+            symbols = set(book.held) | st.pending_marks
+        else:
+            symbols = set(self._ref_log[st.marked_upto - start:]) | st.pending_marks
         if extra is not None:
             symbols.add(extra)
-        for symbol in symbols:
+        st.marked_upto = self._ref_count
+        pending = st.pending_marks
+        for symbol in sorted(symbols):  # sorted: the order of float updates is fixed
+            if symbol not in book.held and symbol != extra and symbol not in pending:
+                continue
+            latest = self._latest.get(symbol)
+            if latest is None:
+                continue
+            if latest.ts_event <= ts:
+                pending.discard(symbol)
+                book.mark(symbol, latest.price)
+                continue
+            pending.add(symbol)  # a newer snapshot exists but lies after `ts`
             ref = self.instruments.as_of(symbol, ts)
             if ref is not None:
                 book.mark(symbol, ref.price)
+        pending.intersection_update(book.held)
 
     def _effective_state(self, st: AccountState, scopes: OrderScopes,
                          strategy: str | None) -> tuple[TradingState, str, str]:
@@ -410,28 +459,58 @@ class OrderRiskProcessor:
             return TradingState.ACTIVE, "", ""
         return worst.state, worst.scope, worst.cause
 
-    def _limits_for(self, account: str, strategy: str, symbol: str, ts: int
-                    ) -> tuple[OrderScopes, Callable[[str, Group], EffectiveLimit]]:
-        """The scopes of an order and a lookup of its effective limits at `ts`.
-
-        Resolutions are cached per (account, strategy, symbol) until the limit book changes
-        or `ts` leaves the interval in which no override starts or stops applying.
-        """
+    def _group_limits(self, key: tuple[str, ...], scopes: OrderScopes, group: Group,
+                      ts: int) -> dict[str, EffectiveLimit]:
+        """Resolved limits of one group, cached until the book changes or `ts` leaves the
+        interval in which no override starts or stops applying."""
         book = self.limits
-        key = (account, strategy, symbol)
         entry = self._limit_cache.get(key)
         if entry is None or entry.version != book.version or not entry.start <= ts < entry.end:
             if len(self._limit_cache) >= 100_000:
                 self._limit_cache.clear()
             start, end = book.validity(ts)
-            entry = self._limit_cache[key] = _CachedLimits(
-                book.version, start, end, book.order_scopes(account, strategy, symbol), {})
-        resolved, scopes = entry.resolved, entry.scopes
+            entry = self._limit_cache[key] = _CachedLimits(book.version, start, end, scopes, {})
+        return entry.resolved
+
+    def _limits_for(self, account: str, strategy: str, symbol: str, ts: int
+                    ) -> tuple[OrderScopes, Callable[[str, Group], EffectiveLimit]]:
+        """The scopes of an order and a lookup of its effective limits at `ts`.
+
+        Each group is cached on its own key (account; account and strategy; symbol), and
+        the per-order group is the tightest of the three, which is what resolving over all
+        its levels gives.
+        """
+        book = self.limits
+        skey = ("scopes", account, strategy)
+        cached = self._limit_cache.get(skey)
+        if cached is None or cached.version != book.version:
+            cached = self._limit_cache[skey] = _CachedLimits(
+                book.version, 0, 0, book.order_scopes(account, strategy, symbol), {})
+        scopes = cached.scopes
+        if scopes.instrument != f"instrument:{symbol}":
+            scopes = OrderScopes(scopes.account, scopes.strategy, f"instrument:{symbol}",
+                                 scopes.ancestors, scopes.account_factor,
+                                 scopes.strategy_factor)
+        groups = {
+            "account": self._group_limits(("account", account), scopes, "account", ts),
+            "strategy": self._group_limits(("strategy", account, strategy), scopes,
+                                           "strategy", ts),
+            "instrument": self._group_limits(("instrument", symbol), scopes, "instrument", ts),
+        }
+        per_order = self._group_limits(("order", account, strategy, symbol), scopes, "order", ts)
 
         def limit(metric: str, group: Group) -> EffectiveLimit:
-            found = resolved.get((metric, group))
+            if group == "order":
+                found = per_order.get(metric)
+                if found is None:
+                    found = per_order[metric] = tightest(
+                        tightest(limit(metric, "account"), limit(metric, "strategy")),
+                        limit(metric, "instrument"))
+                return found
+            resolved = groups[group]
+            found = resolved.get(metric)
             if found is None:
-                found = resolved[(metric, group)] = book.resolve(metric, scopes, ts, group)
+                found = resolved[metric] = book.resolve(metric, scopes, ts, group)
             return found
 
         return scopes, limit
@@ -447,7 +526,7 @@ class OrderRiskProcessor:
         ts = ev.ts_event
         day_pnl = self._refresh(st, ts, ev.symbol)
         book = st.book
-        ref = self.instruments.as_of(ev.symbol, ts)
+        ref = self._ref(ev.symbol, ts)
         scopes, limit = self._limits_for(ev.account, ev.strategy, ev.symbol, ts)
         out += self._pre_trade_state(st, ev, day_pnl, limit)
         state, state_scope, cause = self._effective_state(st, scopes, ev.strategy)
@@ -498,13 +577,15 @@ class OrderRiskProcessor:
                                      ev.strategy, ts))
             st.recent[content] = (ts, ev.cl_ord_id)
             st.recent_order.append((ts, content))
-        decision = RiskDecision(
-            **self._env(ev, "DECISION"), account=ev.account, strategy=ev.strategy,
+        # every field comes from validated inputs and checks: construct without re-validating
+        env = self._env(ev, "DECISION")
+        decision = RiskDecision.model_construct(
+            **env, account=ev.account, strategy=ev.strategy,
             symbol=ev.symbol, cl_ord_id=ev.cl_ord_id, order_event_id=ev.event_id,
             decision=Decision.ACCEPT if accepted else Decision.DENY,
             reason_codes=result.reason_codes, checks=[f.result for f in result.failures],
-            warnings=[f.result for f in result.warnings], trading_state=state)
-        decision = decision.model_copy(update={"decision_latency_ns": self._clock() - t0})
+            warnings=[f.result for f in result.warnings], trading_state=state,
+            decision_latency_ns=self._clock() - t0)
         out.append(Output(RiskDecision.TOPIC, ev.account, decision))
 
         # learn after scoring, then the consequences of this order
@@ -583,7 +664,7 @@ class OrderRiskProcessor:
         exposures, var_f, es_f, advs, spreads = [], [], [], [], []
         fallback = self.config.missing_var_fraction
         for symbol, qty in positions:
-            ref = self.instruments.as_of(symbol, ts)
+            ref = self._ref(symbol, ts)
             exposures.append(qty * st.book.price(symbol))
             var_f.append(ref.var_95 if ref is not None else fallback)
             es_f.append(ref.es_975 if ref is not None else fallback)
@@ -605,10 +686,22 @@ class OrderRiskProcessor:
             scopes, limit = self._limits_for(st.account, "default", "-", ts)
         book = st.book
         capital = self.limits.capital(scopes, ts, cfg.default_capital)
-        metrics = book.metrics(capital)
+        due = (st.last_publish_ts is None
+               or ts - st.last_publish_ts >= cfg.account_publish_interval_ns)
+        # VaR and concentration are O(positions): they are recomputed on fills, commands and
+        # publications; between those an order or a cancel uses the last figures (positions
+        # have not changed, only marks have).
+        full = publish or force_state or due or st.risk_figures is None
+        if full:
+            st.risk_figures = self._var(st, ts)
+            metrics = book.metrics(capital)
+            st.largest_share = metrics.largest_share
+        else:
+            metrics = book.metrics(capital, largest_share=st.largest_share)
+        assert st.risk_figures is not None
+        var95, es975, days, cost = st.risk_figures
         if exposure is None:
             exposure = book.exposure()
-        var95, es975, days, cost = self._var(st, ts)
         _prune(st.throttle_hits, ts - cfg.throttle_hits_window_ns)
         observed = {
             "position_long": exposure.long, "position_short": exposure.short,
@@ -623,30 +716,39 @@ class OrderRiskProcessor:
         }
         out: list[Output] = []
         readings = []
+        levels = st.breach_levels
         for metric in MONITORED_METRICS:
             lim = limit(metric, "account")
             value = observed[metric]
-            level = None
+            if metric in STATE_METRICS:
+                readings.append(Reading(metric, value, lim.soft, lim.hard))
             if lim.hard is not None and value > lim.hard + EPS:
                 level, bound, source = BreachLevel.HARD, lim.hard, lim.hard_source
             elif lim.soft is not None and value > lim.soft + EPS:
                 level, bound, source = BreachLevel.SOFT, lim.soft, lim.soft_source
             else:
-                bound, source = None, None
+                if metric in levels:
+                    del levels[metric]  # back under the soft level: re-armed
+                continue
+            previous = levels.get(metric)
+            if previous is level or previous is BreachLevel.HARD:
+                levels[metric] = level  # reported already (a drop to soft is not news)
+                continue
             breach = self._breach(st, cause, metric, level, value, bound, source,
-                                  f"{metric} {value:.6g} above the {level.value if level else ''}"
-                                  f" limit {bound if bound is not None else ''}")
+                                  f"{metric} {value:.6g} above the {level.value} limit "
+                                  f"{bound:.6g}")
             if breach is not None:
                 out.append(breach)
-            if metric in STATE_METRICS:
-                readings.append(Reading(metric, value, lim.soft, lim.hard))
         transition = st.machine.evaluate(readings, ts)
         if transition is not None:
             out += self._transition_outputs(st, transition, cause)
         state = st.machine.state
-        due = (st.last_publish_ts is None
-               or ts - st.last_publish_ts >= cfg.account_publish_interval_ns)
-        if publish or force_state or transition is not None or due:
+        if full or transition is not None:
+            if not full:
+                st.risk_figures = self._var(st, ts)
+                var95, es975, days, cost = st.risk_figures
+                metrics = book.metrics(capital)
+                st.largest_share = metrics.largest_share
             st.last_publish_ts = ts
             positions = [PositionRisk(
                 symbol=s, qty=p.qty, avg_cost=p.avg_cost, mark=book.price(s),
@@ -733,7 +835,7 @@ class OrderRiskProcessor:
                             order.strategy if order is not None else "default",
                             ev.counterparty)
             book.set_leaves(ev.cl_ord_id, ev.leaves_qty)
-            self._mark(book, ev.ts_event, ev.symbol)
+            self._mark(st, ev.ts_event, ev.symbol)
             book.update_path()
         elif ev.exec_type is ExecType.NEW:
             if ev.cl_ord_id not in book.open_orders and ev.leaves_qty > EPS:
@@ -762,6 +864,14 @@ class OrderRiskProcessor:
 
     def _on_instrument(self, ev: InstrumentRisk) -> list[Output]:
         self.instruments.put(ev.symbol, ev.ts_event, ev)
+        self._ref_log.append(ev.symbol)
+        self._ref_count += 1
+        if len(self._ref_log) > 2 * _REF_LOG:
+            del self._ref_log[:_REF_LOG]
+            self._ref_log_start += _REF_LOG
+        latest = self._latest.get(ev.symbol)
+        if latest is None or ev.ts_event >= latest.ts_event:
+            self._latest[ev.symbol] = ev
         self.covariance.update(ev.symbol, ev.price, ev.ts_event)
         cfg = self.config
         scope = f"instrument:{ev.symbol}"

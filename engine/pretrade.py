@@ -390,27 +390,27 @@ class ExposureChange:
     after: Exposure
 
 
-def _terms(q: float, buys: float, sells: float, px: float) -> tuple[float, ...]:
+def _terms(q: float, buys: float, sells: float, px: float
+           ) -> tuple[float, float, float, float, float]:
     hi = q + buys
-    lo = q - sells
+    lo = q - sells  # lo <= hi, so max(|hi|, |lo|) is max(hi, -lo)
     return (hi * px if hi > 0 else 0.0, -lo * px if lo < 0 else 0.0,
-            max(abs(hi), abs(lo)) * px, hi * px, lo * px)
+            (hi if hi > -lo else -lo) * px, hi * px, lo * px)
 
 
 def _change(base: Exposure, items: list[tuple[float, float, float, float, float, float, float]]
             ) -> ExposureChange:
     """Before/after exposure from a base total and (q, B, S, mark, px, dB, dS) per symbol:
     the symbol's terms at its mark leave the total, its terms at the order's price enter."""
-    before = [base.long, base.short, base.gross, base.net_hi, base.net_lo]
-    after = list(before)
+    bl, bs, bg, bh, bo = base.long, base.short, base.gross, base.net_hi, base.net_lo
+    al, as_, ag, ah, ao = bl, bs, bg, bh, bo
     for q, buys, sells, mark, px, db, ds in items:
-        old = _terms(q, buys, sells, mark)
-        new_before = _terms(q, buys, sells, px)
-        new_after = _terms(q, max(0.0, buys + db), max(0.0, sells + ds), px)
-        for i in range(5):
-            before[i] += new_before[i] - old[i]
-            after[i] += new_after[i] - old[i]
-    return ExposureChange(Exposure(*before), Exposure(*after))
+        ol, os_, og, oh, oo = _terms(q, buys, sells, mark)
+        nl, ns, ng, nh, no = _terms(q, buys, sells, px)
+        xl, xs, xg, xh, xo = _terms(q, max(0.0, buys + db), max(0.0, sells + ds), px)
+        bl, bs, bg, bh, bo = bl + nl - ol, bs + ns - os_, bg + ng - og, bh + nh - oh, bo + no - oo
+        al, as_, ag, ah, ao = al + xl - ol, as_ + xs - os_, ag + xg - og, ah + xh - oh, ao + xo - oo
+    return ExposureChange(Exposure(bl, bs, bg, bh, bo), Exposure(al, as_, ag, ah, ao))
 
 
 def account_exposure_change(g: GateInput) -> ExposureChange:

@@ -262,3 +262,67 @@ def test_model_survives_pickling() -> None:
     copy = pickle.loads(pickle.dumps(model))
     f = model.features(qty=100, notional=1e4, adv=1e6, price_distance_vol=0.5, ts=10**15)
     assert copy.score_one(f) == model.score_one(f)
+
+
+# --- the running totals equal a recomputation from scratch ------------------------------------
+
+_ops = st.lists(st.tuples(
+    st.sampled_from(["fill", "order", "cancel", "leaves", "mark"]),
+    st.sampled_from(["X", "Y", "Z"]), st.sampled_from(list(Side)),
+    st.integers(1, 500), st.floats(1.0, 200.0), st.sampled_from(["s1", "s2"])),
+    max_size=60)
+
+
+def _brute_exposure(book: AccountBook, strategy: str | None = None) -> tuple[float, ...]:
+    long = short = gross = hi_sum = lo_sum = 0.0
+    symbols = {"X", "Y", "Z"}
+    for symbol in symbols:
+        if strategy is None:
+            pos = book.positions.get(symbol)
+            q = pos.qty if pos is not None else 0.0
+            buys = sum(o.qty for o in book.open_orders.values()
+                       if o.symbol == symbol and o.side is B)
+            sells = sum(o.qty for o in book.open_orders.values()
+                        if o.symbol == symbol and o.side is SELL)
+        else:
+            q = book.strategy_qty.get((strategy, symbol), 0.0)
+            buys = sum(o.qty for o in book.open_orders.values()
+                       if o.symbol == symbol and o.side is B and o.strategy == strategy)
+            sells = sum(o.qty for o in book.open_orders.values()
+                        if o.symbol == symbol and o.side is SELL and o.strategy == strategy)
+        e = exposure_of(q, buys, sells, book.price(symbol))
+        long, short, gross = long + e.long, short + e.short, gross + e.gross
+        hi_sum, lo_sum = hi_sum + e.net_hi, lo_sum + e.net_lo
+    return long, short, gross, hi_sum, lo_sum
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops)
+def test_running_totals_match_a_recomputation(ops: list[tuple]) -> None:
+    book = AccountBook("A")
+    for i, (op, symbol, side, qty, px, strategy) in enumerate(ops):
+        if op == "fill":
+            book.apply_fill(symbol, side, float(qty), px, strategy)
+        elif op == "order":
+            book.add_order(OpenOrder(f"o{i}", symbol, side, float(qty), px, strategy, i))
+        elif op == "cancel" and book.open_orders:
+            book.remove_order(sorted(book.open_orders)[qty % len(book.open_orders)])
+        elif op == "leaves" and book.open_orders:
+            cl = sorted(book.open_orders)[qty % len(book.open_orders)]
+            book.set_leaves(cl, float(qty % 3) * book.open_orders[cl].qty / 2)
+        elif op == "mark":
+            book.mark(symbol, px)
+        got = book.exposure()
+        want = _brute_exposure(book)
+        assert (got.long, got.short, got.gross, got.net_hi, got.net_lo) == \
+            pytest.approx(want, rel=1e-9, abs=1e-6)
+        for name in ("s1", "s2"):
+            s = book.strategy_exposure(name)
+            assert (s.long, s.short, s.gross, s.net_hi, s.net_lo) == \
+                pytest.approx(_brute_exposure(book, name), rel=1e-9, abs=1e-6)
+        upnl = sum(p.qty * (book.price(sym) - p.avg_cost) for sym, p in book.positions.items())
+        assert book.unrealized_pnl() == pytest.approx(upnl, rel=1e-9, abs=1e-6)
+        assert book.symbols() == {sym for sym in ("X", "Y", "Z")
+                                  if abs(book.positions[sym].qty if sym in book.positions
+                                         else 0.0) > 1e-9
+                                  or any(o.symbol == sym for o in book.open_orders.values())}

@@ -456,3 +456,39 @@ def test_no_denied_order_is_ever_accepted(events: list[Envelope]) -> None:
                                        d.ts_event)
                 ev_notional = ev.qty * ev.price  # type: ignore[attr-defined]
                 assert lim.hard is None or ev_notional <= lim.hard * (1 + 1e-9)
+
+
+# --- property: marks are the instrument prices as of each account event -----------------------
+
+
+@st.composite
+def _interleavings(draw: st.DrawFn) -> list[Envelope]:
+    events: list[Envelope] = []
+    for i in range(draw(st.integers(5, 60))):
+        ts = draw(st.integers(1, 100)) * S  # table and orders out of order on purpose
+        sym = draw(st.sampled_from(["AAPL", "MSFT", "IBM"]))
+        kind = draw(st.sampled_from(["ir", "ir", "order", "fill"]))
+        if kind == "ir":
+            events.append(irisk(sym, ts, draw(st.floats(50.0, 150.0))))
+        elif kind == "order":
+            events.append(order(cl=f"c{i}", symbol=sym, ts=ts, qty=10, price=100.0,
+                                side=draw(_sides)))
+        else:
+            events.append(fill(f"c{i}", symbol=sym, ts=ts, qty=10, px=100.0,
+                               side=draw(_sides)))
+    return events
+
+
+@settings(max_examples=80, deadline=None)
+@given(_interleavings())
+def test_marks_are_instrument_prices_as_of_the_account_event(events: list[Envelope]) -> None:
+    p = OrderRiskProcessor(OrderConfig(fail_closed_on_missing_reference=False))
+    for ev in events:
+        p.process(ev)
+        if p.key_of(ev) is None:
+            continue
+        book = p.accounts["A"].book
+        for symbol in book.symbols():
+            ref = p.instrument_as_of(symbol, ev.ts_event)
+            if ref is not None:
+                assert book.marks[symbol] == ref.price, (symbol, ev.ts_event)
