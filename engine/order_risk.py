@@ -1,12 +1,19 @@
 """The order risk processor: pre-trade gate, account risk, limits and trading states.
 
-`OrderRiskProcessor` implements `engine.processor.Processor` for the `order-worker`. It is
-keyed by account and consumes, through `process()`:
+`OrderRiskProcessor` implements `engine.processor.TableProcessor` for the `order-worker`.
+It is keyed by account and consumes:
 
-* the `orders` topic (OrderNew, OrderReplace, OrderCancel, ExecutionReport, MassCancel):
-  partitioned by account, state per account;
-* table events every worker sees in full: InstrumentRisk (`risk.instruments`), LimitConfig
-  (`risk.limits`) and TradingStateCommand (`risk.control`); `key_of` returns None for them.
+* the `orders` topic (OrderNew, OrderReplace, OrderCancel, ExecutionReport, MassCancel),
+  through `process()`: partitioned by account, state per account;
+* table events every worker sees in full, through `apply_table(topic, event)` (or
+  `process()`, same effect): InstrumentRisk (`risk.instruments`), LimitConfig (`risk.limits`)
+  and TradingStateCommand (`risk.control`); `key_of` returns None for them.
+
+Time is event time everywhere. An order reads instrument risk as of its own `ts_event`
+(`instrument_as_of`; `instrument_watermark` tells the runtime how far the table has got), so
+a snapshot newer than the order is never used. Account marks, PnL path, drawdowns and state
+drivers are sampled at the account's own events (orders, cancels, fills, commands), never
+on arrival of a table event, so they do not depend on how the two streams interleave.
 
 State, and where it lives:
 
@@ -35,10 +42,13 @@ Outputs (catalogue topic names):
   `audit/<scope>/<id>` so it never replaces the scope's own record in the compacted topic,
   with `source` = this worker's name; table readers skip such records.
 
-Scope-level events for firm, desk and instrument scopes (their TradingStateChanged) are
-computed by every worker from the same table events; `publish_scope_events=False` silences
-them on all workers but one (their ids are derived from the input, so duplicates are also
-safe to drop downstream). Account-scope events come only from the worker owning the account.
+Outputs of table events and who publishes them: `output_owner(output)` names the account
+(state key) an output belongs to; MassCancel, AccountRisk and account or strategy
+TradingStateChanged are only produced for accounts this worker holds. Firm, desk and
+instrument TradingStateChanged, audit echoes and rejection alerts (owner None) are computed
+alike by every worker from the same table events: `publish_scope_events=False` silences the
+scope transitions on all workers but one (their ids derive from the input, so duplicates are
+also safe to drop downstream).
 
 Control is fail-safe rather than as-of: a kill applies to every order decided after it.
 

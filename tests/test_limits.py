@@ -304,3 +304,18 @@ def test_resolution_never_looser_than_any_applicable_hard_level(
         assert lim.hard is None
     if lim.soft is not None and lim.hard is not None:
         assert lim.soft <= lim.hard
+
+
+def test_effective_limits_per_scope_kind() -> None:
+    book = LimitBook(defaults={"order_notional": LimitLevel(soft=50.0, hard=5000.0)})
+    hierarchy(book)
+    assert book.effective("firm:F", "order_notional", 0).hard == 1000.0
+    desk = book.effective("desk:D", "order_notional", 0)
+    assert (desk.soft, desk.hard, desk.hard_source) == (50.0, 900.0, "desk:D")
+    acc = book.effective("account:A", "order_notional", 0)
+    assert (acc.hard, acc.hard_source) == (900.0, "desk:D")
+    strat = book.effective("strategy:A/momo", "order_notional", 0)
+    assert (strat.hard, strat.hard_source) == (700.0, "strategy:A/momo")
+    inst = book.effective("instrument:AAPL", "order_notional", 0)
+    assert (inst.soft, inst.hard) == (None, 800.0)
+    assert book.effective("instrument:MSFT", "order_notional", 0).empty
