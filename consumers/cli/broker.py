@@ -61,6 +61,9 @@ def run(ctx: Context) -> int:
             broker.start()
         except BrokerError as exc:
             raise CliError(str(exc)) from None
+        except OSError as exc:  # an unusable --data-dir (a file, no permission...)
+            raise CliError(f"cannot use data dir {ctx.args.data_dir}: "
+                           f"{exc.strerror or exc}") from None
         try:
             assert broker.process is not None and broker.data_dir is not None
             ctx.out.print(f"broker ready at {broker.bootstrap} (pid {broker.process.pid}, "
