@@ -265,10 +265,11 @@ def _publish(ctx: Context, demo: DemoRun) -> None:
     producer.init_transactions(demo.remaining(1.0))
     producer.begin_transaction()
     for event in events:
-        # Kafka's timestamp stays the produce time: the demo's event times are fixed in 2024,
-        # and retention (7 d on `market`) would delete such old timestamps as they land.
+        # Kafka's timestamp is the event time, as for every streamrisk publisher (topics
+        # retain by size, so the demo's fixed 2024 times are not deleted as they land).
         producer.produce(demo.settings.topic(event.TOPIC), key=_key(event).encode(),
-                         value=encode(event), on_delivery=tracker.on_delivery)
+                         value=encode(event), timestamp=event.ts_event // 1_000_000,
+                         on_delivery=tracker.on_delivery)
         producer.poll(0)
     producer.commit_transaction(demo.remaining(1.0))
     left = flush_all(producer, timeout_s=demo.remaining(1.0))
