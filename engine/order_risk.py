@@ -429,21 +429,23 @@ class OrderRiskProcessor:
             symbols.add(extra)
         st.marked_upto = self._ref_count
         pending = st.pending_marks
+        held = book.held
         for symbol in sorted(symbols):  # sorted: the order of float updates is fixed
-            if symbol not in book.held and symbol != extra and symbol not in pending:
-                continue
             latest = self._latest.get(symbol)
             if latest is None:
                 continue
             if latest.ts_event <= ts:
                 pending.discard(symbol)
-                book.mark(symbol, latest.price)
+                if symbol in held or symbol == extra:
+                    book.mark(symbol, latest.price)
                 continue
-            pending.add(symbol)  # a newer snapshot exists but lies after `ts`
-            ref = self.instruments.as_of(symbol, ts)
-            if ref is not None:
-                book.mark(symbol, ref.price)
-        pending.intersection_update(book.held)
+            # a newer snapshot exists but lies after `ts`: read as of `ts`, look again later
+            # (even if the symbol is not held yet: the order being decided may add it)
+            pending.add(symbol)
+            if symbol in held or symbol == extra:
+                ref = self.instruments.as_of(symbol, ts)
+                if ref is not None:
+                    book.mark(symbol, ref.price)
 
     def _effective_state(self, st: AccountState, scopes: OrderScopes,
                          strategy: str | None) -> tuple[TradingState, str, str]:
