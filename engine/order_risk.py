@@ -397,7 +397,9 @@ class OrderRiskProcessor:
             lim = limit(metric, "account")
             if lim.empty:
                 continue
-            value = values[metric] if metric != "var_95" else self._var(st, ts)[0]
+            # VaR changes with positions: the figure of the last fill or publication is used
+            value = values[metric] if metric != "var_95" else (
+                st.risk_figures[0] if st.risk_figures is not None else 0.0)
             readings.append(Reading(metric, value, lim.soft, lim.hard))
         transition = st.machine.evaluate(readings, ts)
         return [] if transition is None else self._transition_outputs(st, transition, cause)
