@@ -309,3 +309,41 @@ def ends_of(messages: Sequence[RecordedMessage]) -> dict[int, int]:
     for m in messages:
         ends[m.partition] = max(ends.get(m.partition, 0), m.offset + 1)
     return ends
+
+
+def expire_dead_member(settings: Any, group: str, client_fragment: str) -> bool:
+    """Do what a broker's session timeout does for a member that died: make it leave.
+
+    The embedded broker (noida-db 0.2.3) never expires members whose heartbeats stopped, so
+    a killed worker would hold its partitions, and block every rebalance, forever. This
+    sends a LeaveGroup (v0) on behalf of the member whose client.id contains
+    `client_fragment`. Plaintext only; against real Kafka the session timeout does it and
+    this is not needed. Returns whether a member was removed."""
+    import socket
+    import struct
+
+    from producers.kafka import make_admin
+
+    admin = make_admin(settings)
+    described = admin.describe_consumer_groups([group])[group].result(10)
+    dead = [m.member_id for m in described.members if client_fragment in m.client_id]
+    if not dead:
+        return False
+
+    def string(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack(">h", len(raw)) + raw
+
+    host, port = settings.bootstrap_servers.split(",")[0].rsplit(":", 1)
+    for member in dead:
+        body = struct.pack(">hhi", 13, 0, 1) + string("test-reaper") + string(group) + string(
+            member)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            size = struct.unpack(">i", sock.recv(4))[0]
+            reply = b""
+            while len(reply) < size:
+                reply += sock.recv(size - len(reply))
+        (error,) = struct.unpack(">h", reply[4:6])
+        assert error == 0, f"LeaveGroup for {member} failed with error {error}"
+    return True

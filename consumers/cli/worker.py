@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint every MS milliseconds (default 500)")
     parser.add_argument("--metrics-port", type=int, metavar="P",
                         help="serve metrics on this port (loopback)")
+    parser.add_argument("--instance-id", metavar="ID",
+                        help="static group membership: a restart with the same id takes its "
+                             "partitions back without a rebalance")
     parser.add_argument("--processor", metavar="MODULE:CLASS", help=argparse.SUPPRESS)
     parser.add_argument("--exit-when-caught-up", action="store_true", help=argparse.SUPPRESS)
 
@@ -95,9 +98,11 @@ def run(ctx: Context) -> int:
     from consumers.runtime import shutdown
     from consumers.runtime.worker import Worker, WorkerConfig, WorkerError
 
+    _log_to_stderr()
     processor = build_processor(cls, settings)
     try:
-        config = WorkerConfig.from_settings(settings, processor, group=args.group)
+        config = WorkerConfig.from_settings(settings, processor, group=args.group,
+                                            instance_id=args.instance_id)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     worker = Worker(processor, settings, config)
@@ -129,3 +134,18 @@ def _start_metrics(ctx: Context, worker: Any, settings: Any) -> None:
                       markup=False)
         return
     exporter.serve(worker.metrics, settings.worker.metrics_host, settings.worker.metrics_port)
+
+
+def _log_to_stderr() -> None:
+    """Recoveries, refused snapshots and rebalances, one line each on stderr (and the
+    routine ones too with STREAMRISK_DEBUG set)."""
+    import logging
+    import os
+
+    logger = logging.getLogger("streamrisk.runtime")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if os.environ.get("STREAMRISK_DEBUG") else logging.INFO)
+        logger.propagate = False

@@ -538,6 +538,7 @@ class Worker:
         if not ready:
             return
         # Fence the previous owner first: its open transaction is aborted before we read.
+        log.debug("opening %s", ready)
         for partition, error in sink.open(ready).items():
             log.warning("cannot open partition %s yet: %s", partition, error.reason)
             self._parts[partition].retry_at = now + 1.0
@@ -582,7 +583,10 @@ class Worker:
         consumer.resume([tp])
         state.status = ACTIVE
         state.position = state.committed = position
-        self.metrics.restore(time.perf_counter() - job.started, partition, keys)
+        seconds = time.perf_counter() - job.started
+        log.debug("partition %s restored: %s keys from %s messages in %.3f s, resuming at %s",
+                  partition, keys, job.messages, seconds, position)
+        self.metrics.restore(seconds, partition, keys)
 
     def _signature_alert(self, partition: int, key: str, value: bytes, offset: int,
                          timestamp_ms: int) -> None:
@@ -667,6 +671,8 @@ class Worker:
         if restore:
             consumer.pause([TopicPartition(self.input_full, p) for p in restore])
             self._pending.update(restore)
+        log.info("assigned %s: restoring %s, kept %s", mine, restore,
+                 sorted(set(mine) - set(restore)))
         self.metrics.rebalance(len(mine), 0)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -695,11 +701,14 @@ class Worker:
             consumer.incremental_unassign(partitions)
         else:
             consumer.unassign()
+        log.info("revoked %s (%s)", mine, f"{len(failures)} not committed" if failures
+                 else "committed")
         self.metrics.rebalance(0, len(mine))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a revoke (session timeout): nothing can be
         committed, whatever is open is aborted."""
+        log.warning("lost %s", [tp.partition for tp in partitions])
         for tp in partitions:
             if tp.topic == self.input_full:
                 self._parts.pop(tp.partition, None)
