@@ -196,7 +196,11 @@ class MarketRiskProcessor:
         if not (isinstance(obj, tuple) and len(obj) == 2 and obj[0] == SNAPSHOT_FORMAT
                 and isinstance(obj[1], InstrumentState)):
             raise SnapshotMismatch(f"snapshot of {key!r} is not a {SNAPSHOT_FORMAT} state")
-        self._states[key] = obj[1]
+        state: InstrumentState = obj[1]
+        # Feature bookkeeping follows the running config; model parameters (decays, windows)
+        # are part of the models' state and change only for new instruments or on a replay.
+        state.features.cfg = self.config.features
+        self._states[key] = state
 
     def evict(self, keys: Iterable[str]) -> None:
         for key in keys:
