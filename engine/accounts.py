@@ -152,6 +152,9 @@ class AccountBook:
     _sterms: dict[tuple[str, str], tuple[float, ...]] = field(default_factory=dict, repr=False)
     _stot: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _sym_strats: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _stale: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    """Per strategy, symbols whose price moved since its terms were computed: a strategy's
+    totals are only read for its own orders, so they are brought up to date then."""
     _updates: int = 0
 
     # --- running totals ---------------------------------------------------------------------
@@ -231,16 +234,15 @@ class AccountBook:
         self._touch_symbol(symbol)
         held = self._sym_strats.get(symbol)
         if price_moved and held:
-            names = set(held)
-            if strategy is not None:
-                names.add(strategy)
-            for name in sorted(names):
-                self._touch_strategy(name, symbol)
-        elif strategy is not None:
+            for name in held:
+                if name != strategy:
+                    self._stale.setdefault(name, set()).add(symbol)
+        if strategy is not None:
             self._touch_strategy(strategy, symbol)
 
     def _rebuild(self) -> None:
         self._updates = 0
+        self._stale = {}
         self._terms, self._tot = {}, [0.0] * _NT
         self._sterms, self._stot, self._sym_strats = {}, {}, {}
         symbols = (set(self.positions) | set(self.open_buy) | set(self.open_sell))
@@ -431,6 +433,10 @@ class AccountBook:
         return Exposure(max(0.0, t[0]), max(0.0, t[1]), max(0.0, t[2]), t[3], t[4])
 
     def strategy_exposure(self, strategy: str) -> Exposure:
+        stale = self._stale.pop(strategy, None)
+        if stale:
+            for symbol in sorted(stale):
+                self._touch_strategy(strategy, symbol)
         t = self._stot.get(strategy)
         if t is None:
             return Exposure()
