@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "partitions back without a rebalance")
     parser.add_argument("--processor", metavar="MODULE:CLASS", help=argparse.SUPPRESS)
     parser.add_argument("--exit-when-caught-up", action="store_true", help=argparse.SUPPRESS)
+    # Benchmark probe: batch/checkpoint/restore times as JSON lines (consumers.bench.probe).
+    parser.add_argument("--stats", metavar="FILE", help=argparse.SUPPRESS)
 
 
 def load_processor_class(spec: str) -> Any:
@@ -107,6 +109,12 @@ def run(ctx: Context) -> int:
         raise CliError(str(exc)) from None
     worker = Worker(processor, settings, config)
     worker.exit_when_caught_up = args.exit_when_caught_up
+    recorder = None
+    if args.stats:
+        from consumers.bench.probe import StatsRecorder
+
+        recorder = StatsRecorder(args.stats)
+        worker.metrics.add_listener(recorder)
     if settings.worker.metrics_port is not None:
         _start_metrics(ctx, worker, settings)
     restore = shutdown.install(worker.stop)
@@ -118,6 +126,8 @@ def run(ctx: Context) -> int:
         raise CliError(str(exc)) from None
     finally:
         restore()
+        if recorder is not None:
+            recorder.close()
     ctx.err.print(f"{processor.name}: stopped: {worker.metrics.summary()}", markup=False,
                   highlight=False)
     return 0

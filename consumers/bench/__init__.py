@@ -1,0 +1,1 @@
+"""The benchmark suite behind `streamrisk bench` (DESIGN.md section 8)."""
