@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -54,6 +55,10 @@ class MetricsHooks:
     def rebalance(self, assigned: int, revoked: int) -> None:
         """The group moved partitions."""
 
+    def outputs(self, emitted: Sequence[tuple[str, str | None, bytes]]) -> None:
+        """Messages handed to the sink, as (catalogue topic, key, encoded value), once per
+        batch. Only called when a listener overrides it (decoding is the listener's cost)."""
+
 
 @dataclass
 class RuntimeMetrics(MetricsHooks):
@@ -78,10 +83,18 @@ class RuntimeMetrics(MetricsHooks):
     first_event_at: float = 0.0
     """perf_counter() when the first event was handled (0: none yet)."""
     last_event_at: float = 0.0
+    worker: str = ""
+    """Processor name (`market-worker`...), for exporters' labels."""
+    input_topic: str = ""
+    """Catalogue name of the input topic."""
+    wants_outputs: bool = False
+    """Some listener overrides `outputs`: only then does the worker collect them."""
     listeners: list[MetricsHooks] = field(default_factory=list, repr=False)
 
     def add_listener(self, hooks: MetricsHooks) -> None:
         self.listeners.append(hooks)
+        if type(hooks).outputs is not MetricsHooks.outputs:
+            self.wants_outputs = True
 
     @property
     def total_lag(self) -> int:
@@ -143,6 +156,10 @@ class RuntimeMetrics(MetricsHooks):
         self.rebalances += 1
         for hook in self.listeners:
             hook.rebalance(assigned, revoked)
+
+    def outputs(self, emitted: Sequence[tuple[str, str | None, bytes]]) -> None:
+        for hook in self.listeners:
+            hook.outputs(emitted)
 
     def forget_partition(self, partition: int) -> None:
         self.lag_by_partition.pop(partition, None)

@@ -167,7 +167,8 @@ class Worker:
         self.processor = processor
         self.settings = settings
         self.config = config or WorkerConfig.from_settings(settings, processor)
-        self.metrics = RuntimeMetrics()
+        self.metrics = RuntimeMetrics(worker=processor.name,
+                                      input_topic=self.config.input_topic)
         for hook in hooks:
             self.metrics.add_listener(hook)
         self.runner = EventRunner(processor, input_topic=self.config.input_topic,
@@ -298,6 +299,8 @@ class Worker:
         names = self._names
         counts = self._out_counts
         handled = 0
+        watch = self.metrics.wants_outputs
+        seen: list[Emitted] = []
         for message in messages:
             if message.error() is not None:
                 self._consumer_error(message)
@@ -307,15 +310,20 @@ class Worker:
             offset: int = message.offset()  # type: ignore[assignment]
             if state is None or state.status != ACTIVE or offset < state.position:
                 continue  # revoked, restoring, or already processed
-            for out in handle(partition, offset, message.key(), message.value(),
-                              message.timestamp()[1]):
+            emitted = handle(partition, offset, message.key(), message.value(),
+                             message.timestamp()[1])
+            for out in emitted:
                 produce(partition, names[out.topic], out.key, out.value)
                 counts[out.topic] = counts.get(out.topic, 0) + 1
+            if watch:
+                seen += emitted
             state.position = offset + 1
             handled += 1
         self._events_since_checkpoint += handled
         sink.poll()
         self.metrics.batch(handled, time.perf_counter() - start)
+        if seen:
+            self.metrics.outputs(seen)
 
     def _consumer_error(self, message: Message) -> None:
         error = message.error()
@@ -362,6 +370,8 @@ class Worker:
             partition = active[0]
         sink.produce(partition, self._names[out.topic], out.key, out.value)
         self._out_counts[out.topic] = self._out_counts.get(out.topic, 0) + 1
+        if self.metrics.wants_outputs:
+            self.metrics.outputs((out,))
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -605,9 +615,11 @@ class Worker:
             message=(f"snapshot of key {key[:200]!r} at {where} failed its signature check "
                      "and was not loaded; the key starts cold"),
             cause_event_id=where[:128])
-        sink.produce(partition, self._names[RiskAlert.TOPIC], self.processor.name,
-                     encode(alert))
+        value = encode(alert)
+        sink.produce(partition, self._names[RiskAlert.TOPIC], self.processor.name, value)
         self._out_counts[RiskAlert.TOPIC] = self._out_counts.get(RiskAlert.TOPIC, 0) + 1
+        if self.metrics.wants_outputs:
+            self.metrics.outputs(((RiskAlert.TOPIC, self.processor.name, value),))
 
     def _resume_position(self, partition: int) -> int:
         """The committed offset, or where the out-of-range policy says to start."""
@@ -709,6 +721,7 @@ class Worker:
         """Partitions taken away without a revoke (session timeout): nothing can be
         committed, whatever is open is aborted."""
         log.warning("lost %s", [tp.partition for tp in partitions])
+        self.metrics.rebalance(0, sum(tp.topic == self.input_full for tp in partitions))
         for tp in partitions:
             if tp.topic == self.input_full:
                 self._parts.pop(tp.partition, None)
