@@ -143,7 +143,11 @@ def _start_metrics(ctx: Context, worker: Any, settings: Any) -> None:
         ctx.err.print("warning: no metrics exporter in this build; --metrics-port ignored",
                       markup=False)
         return
-    exporter.serve(worker.metrics, settings.worker.metrics_host, settings.worker.metrics_port)
+    try:
+        exporter.serve(worker.metrics, settings.worker.metrics_host,
+                       settings.worker.metrics_port)
+    except exporter.MetricsServerError as exc:  # port in use, no such address...
+        raise CliError(str(exc)) from None
 
 
 def _log_to_stderr() -> None:
