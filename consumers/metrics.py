@@ -3,8 +3,8 @@
 `serve(metrics, host, port)` gives the worker's `RuntimeMetrics` a `PrometheusMetrics`
 listener with its own `CollectorRegistry` (never the process-global one, so two workers in
 one process, or a test, never share series) and serves it from a daemon thread, on loopback
-unless told otherwise, at any path (`/metrics` is what Prometheus probes). GET and HEAD only:
-the endpoint changes nothing.
+unless told otherwise, at any path (`/metrics` is what Prometheus probes). GET only (any
+other method is answered 405): the endpoint changes nothing.
 
 The names and labels are the contract of `deploy/README.md` (Grafana and the alert rules use
 them); every series carries `worker` (the processor name). How each one is measured:
@@ -153,6 +153,10 @@ class PrometheusMetrics(MetricsHooks):
 
     def __init__(self, runtime: RuntimeMetrics, registry: CollectorRegistry | None = None,
                  *, process_metrics: bool = True) -> None:
+        # `*_created` series double the series count for nothing our queries use. The switch
+        # is process-wide (prometheus_client reads it at collect time); a worker process has
+        # no other registry.
+        disable_created_metrics()
         self.runtime = runtime
         self.registry = registry if registry is not None else CollectorRegistry()
         self.worker = worker = runtime.worker or "worker"
@@ -307,19 +311,6 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would flood the worker's stderr."""
 
 
-def read_only(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """Answer GET and HEAD with `app`, anything else with 405."""
-
-    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed",
-                           [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")])
-            return [b"read-only metrics endpoint\n"]
-        return app(environ, start_response)
-
-    return guarded
-
-
 class MetricsServer:
     """A running endpoint: `url`, the `exporter` feeding it, `close()` to stop it."""
 
@@ -352,11 +343,8 @@ def serve(metrics: RuntimeMetrics, host: str = DEFAULT_HOST, port: int = 0) -> M
     Raises MetricsServerError (one line) when the address cannot be bound: port in use, an
     address this machine does not have, a privileged port.
     """
-    # `*_created` series double the count for nothing Prometheus uses (process-wide switch;
-    # a worker process exports only this registry).
-    disable_created_metrics()
     exporter = PrometheusMetrics(metrics)
-    app = read_only(make_wsgi_app(exporter.registry))
+    app = make_wsgi_app(exporter.registry)  # GET at any path; other methods get 405
     try:
         family = socket.getaddrinfo(host or DEFAULT_HOST, port, type=socket.SOCK_STREAM)[0][0]
         server_class = type("MetricsHTTPServer", (_Server,), {"address_family": family})
@@ -374,4 +362,4 @@ def serve(metrics: RuntimeMetrics, host: str = DEFAULT_HOST, port: int = 0) -> M
     return MetricsServer(httpd, thread, exporter)
 
 
-__all__ = ["MetricsServer", "MetricsServerError", "PrometheusMetrics", "read_only", "serve"]
+__all__ = ["MetricsServer", "MetricsServerError", "PrometheusMetrics", "serve"]
