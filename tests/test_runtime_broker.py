@@ -1,0 +1,137 @@
+"""Broker trouble: a stalled broker and a restarted broker delay a worker but lose nothing.
+
+These tests own their broker (they freeze and restart it), so they always use an embedded
+one, whatever KAFKA_BOOTSTRAP says.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consumers.runtime import Worker, WorkerConfig
+from engine.driver import Driver, by_key
+from producers.broker import EmbeddedBroker, free_port
+from producers.provision import ensure_topics
+from schemas.settings import Settings, load_settings
+from tests.processors import (
+    CountingProcessor,
+    committed_offsets,
+    ends_of,
+    make_stream,
+    produce_recording,
+    read_committed,
+    runtime_specs,
+    wait_committed,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+OUTPUTS = ("risk.instruments", "risk.alerts", "dlq")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    own = EmbeddedBroker(port=free_port(), data_dir=tmp_path / "broker")
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+def settings_for(broker: EmbeddedBroker) -> Settings:
+    s = load_settings(None, bootstrap_servers=broker.bootstrap, topic_prefix="stall.",
+                      profile="test", worker={"commit_interval_ms": 200})
+    ensure_topics(s, runtime_specs())
+    return s
+
+
+class Background:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by alive()/stop()
+            self.error = exc
+
+    def alive(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(60)
+        if self.error is not None:
+            raise self.error
+
+
+def not_all_committed(settings: Settings, group: str, total: int) -> bool:
+    """The trouble starts while the worker still has work in flight."""
+    return sum(max(0, v) for v in committed_offsets(settings, group, "market").values()) < total
+
+
+def reference(stream: list) -> dict:
+    got: list = []
+    Driver(CountingProcessor()).run(stream,
+                                    on_output=lambda e: got.append((e.topic, e.key, e.value)))
+    return by_key(got)
+
+
+def test_a_stalled_broker_only_delays(broker: EmbeddedBroker) -> None:
+    settings = settings_for(broker)
+    stream = make_stream(12_000, symbols=16, garbage=0.01, seed=31)
+    produce_recording(settings, stream[:6000])
+    processor = CountingProcessor()
+    config = WorkerConfig.from_settings(settings, processor)
+    running = Background(Worker(processor, settings, config))
+    wait_committed(settings, config.group, "market", ends_of(stream[:6000]),
+                   alive=running.alive)
+    assert broker.process is not None
+    produce_recording(settings, stream[6000:])
+    assert not_all_committed(settings, config.group, len(stream))
+    broker.process.send_signal(signal.SIGSTOP)  # the broker freezes mid-stream
+    try:
+        running.thread.join(4.0)
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    wait_committed(settings, config.group, "market", ends_of(stream), alive=running.alive,
+                   timeout_s=90)
+    running.stop()
+    assert by_key(read_committed(settings, OUTPUTS)) == reference(stream)
+
+
+def test_a_restarted_broker_only_delays(broker: EmbeddedBroker) -> None:
+    settings = settings_for(broker)
+    stream = make_stream(12_000, symbols=16, garbage=0.01, seed=32)
+    produce_recording(settings, stream[:6000])
+    processor = CountingProcessor()
+    config = WorkerConfig.from_settings(settings, processor)
+    running = Background(Worker(processor, settings, config))
+    wait_committed(settings, config.group, "market", ends_of(stream[:6000]),
+                   alive=running.alive)
+    # A clean broker restart, mid-stream, on the same port and data directory (the data
+    # it acknowledged is saved).
+    port, data_dir = broker.port, broker.data_dir
+    produce_recording(settings, stream[6000:])
+    assert not_all_committed(settings, config.group, len(stream))
+    broker._own_dir = False
+    broker.stop()
+    running.thread.join(1.0)
+    restarted = EmbeddedBroker(port=port, data_dir=data_dir)
+    restarted.start()
+    broker.process = restarted.process
+    wait_committed(settings, config.group, "market", ends_of(stream), alive=running.alive,
+                   timeout_s=120)
+    running.stop()
+    assert by_key(read_committed(settings, OUTPUTS)) == reference(stream)
