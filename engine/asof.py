@@ -26,7 +26,7 @@ class AsOfTable(Generic[V]):
     """Per-key versions ordered by event time, with bounded history.
 
     `max_versions` bounds memory per key; the oldest versions are dropped first, so a read
-    further back than the retained history returns the oldest retained version.
+    further back than the retained history finds nothing (None), as if the key were unknown.
 
     >>> table: AsOfTable[str] = AsOfTable(max_versions=3)
     >>> for ts, v in [(10, "a"), (20, "b"), (30, "c")]:
