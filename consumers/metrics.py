@@ -46,7 +46,7 @@ import bisect
 import errno
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -78,6 +78,8 @@ CHECKPOINT_BUCKETS = (1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 RESTORE_BUCKETS = (1e-3, 5e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    120.0)
 ZONES = ("green", "yellow", "red")
+ALERTS, DECISIONS = RiskAlert.TOPIC, RiskDecision.TOPIC
+WATCHED = frozenset({ALERTS, DECISIONS, ModelHealth.TOPIC})
 
 
 class MetricsServerError(RuntimeError):
@@ -100,6 +102,17 @@ class _WeightedHistogram:
             self.counts[index] += weight
             self.sum += value * weight
 
+    def observe_all(self, values: Sequence[float]) -> None:
+        """Many values at once: one lock per batch instead of one per value."""
+        bounds, locate = self.bounds, bisect.bisect_left
+        indexes = [locate(bounds, v) for v in values]
+        total = sum(values)
+        with self.lock:
+            counts = self.counts
+            for index in indexes:
+                counts[index] += 1
+            self.sum += total
+
     def family(self, name: str, documentation: str, labels: dict[str, str]) -> Metric:
         with self.lock:
             counts, total = list(self.counts), self.sum
@@ -118,14 +131,15 @@ def _le(bound: float) -> str:
 
 class _ScrapeTime(Collector):
     """Series computed when scraped: lag per partition (from the runtime's samples) and the
-    per-event processing latency."""
+    two latency histograms the listener fills in bulk."""
 
     def __init__(self, runtime: RuntimeMetrics, worker: str, topic: str,
-                 processing: _WeightedHistogram) -> None:
+                 processing: _WeightedHistogram, decisions: _WeightedHistogram) -> None:
         self.runtime = runtime
         self.worker = worker
         self.topic = topic
         self.processing = processing
+        self.decisions = decisions
 
     def collect(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(f"{PREFIX}consumer_lag",
@@ -139,6 +153,10 @@ class _ScrapeTime(Collector):
         yield self.processing.family(f"{PREFIX}processing_latency_seconds",
                                      "Engine time per input event (batch means).",
                                      {"worker": self.worker})
+        yield self.decisions.family(f"{PREFIX}decision_latency_seconds",
+                                    "Pre-trade decision time per OrderNew/OrderReplace "
+                                    "(RiskDecision.decision_latency_ns).",
+                                    {"worker": self.worker})
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing to check at registration (the names are fixed above)
@@ -171,10 +189,6 @@ class PrometheusMetrics(MetricsHooks):
         self.partitions = Gauge(f"{PREFIX}partitions_assigned",
                                 "Input partitions owned by this replica.", ["worker"],
                                 registry=reg).labels(worker)
-        self.decision_latency = Histogram(
-            f"{PREFIX}decision_latency_seconds",
-            "Pre-trade decision time per OrderNew/OrderReplace (RiskDecision).", ["worker"],
-            buckets=DECISION_BUCKETS, registry=reg).labels(worker)
         self.alerts = Counter(f"{PREFIX}alerts_total", "RiskAlerts emitted.",
                               ["worker", "reason_code", "severity"], registry=reg)
         self.decisions = Counter(f"{PREFIX}decisions_total", "RiskDecisions emitted.",
@@ -203,15 +217,14 @@ class PrometheusMetrics(MetricsHooks):
         self.drift = Counter(f"{PREFIX}model_drift_total", "Drift detections.",
                              ["worker", "model"], registry=reg)
         self.processing = _WeightedHistogram(PROCESSING_BUCKETS)
-        reg.register(_ScrapeTime(runtime, worker, self.topic, self.processing))
+        self.decision_latency = _WeightedHistogram(DECISION_BUCKETS)
+        reg.register(_ScrapeTime(runtime, worker, self.topic, self.processing,
+                                 self.decision_latency))
         if process_metrics:  # memory and CPU of this worker process (process_* series)
             ProcessCollector(registry=reg)
         self._zones: dict[tuple[str, str], str] = {}
         self._fallback: dict[tuple[str, str], bool] = {}
         self._assigned = 0
-        self._by_topic: dict[str, Callable[[dict[str, Any]], None]] = {
-            RiskAlert.TOPIC: self._alert, RiskDecision.TOPIC: self._decision,
-            ModelHealth.TOPIC: self._health}
         self._seed(runtime)
         runtime.add_listener(self)
 
@@ -256,26 +269,37 @@ class PrometheusMetrics(MetricsHooks):
         self.partitions.set(self._assigned)
 
     def outputs(self, emitted: Sequence[tuple[str, str | None, bytes]]) -> None:
-        by_topic = self._by_topic
+        # Tallied locally, then one update per label set: prometheus_client takes a lock per
+        # call, which would cost more than the decoding on an order worker's batch.
+        alerts: dict[tuple[str, str], int] = {}
+        verdicts: dict[str, int] = {}
+        latencies: list[float] = []
+        loads = orjson.loads
         for topic, _key, value in emitted:
-            handler = by_topic.get(topic)
-            if handler is None:
+            if topic not in WATCHED:
                 continue
             try:
-                handler(orjson.loads(value))
-            except (ValueError, KeyError, TypeError):
+                event = loads(value)
+                if topic == DECISIONS:
+                    verdict = event["decision"]
+                    verdicts[verdict] = verdicts.get(verdict, 0) + 1
+                    if event.get("decision_latency_ns"):
+                        latencies.append(event["decision_latency_ns"] / 1e9)
+                elif topic == ALERTS:
+                    labels = (event["reason_code"], event["severity"])
+                    alerts[labels] = alerts.get(labels, 0) + 1
+                else:
+                    self._health(event)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a metric must never stop the worker
+        for verdict, count in verdicts.items():
+            self.decisions.labels(self.worker, verdict).inc(count)
+        if latencies:
+            self.decision_latency.observe_all(latencies)
+        for (reason, severity), count in alerts.items():
+            self.alerts.labels(self.worker, reason, severity).inc(count)
 
     # --- outputs ------------------------------------------------------------------------------
-
-    def _alert(self, alert: dict[str, Any]) -> None:
-        self.alerts.labels(self.worker, alert["reason_code"], alert["severity"]).inc()
-
-    def _decision(self, decision: dict[str, Any]) -> None:
-        self.decisions.labels(self.worker, decision["decision"]).inc()
-        latency = decision.get("decision_latency_ns")
-        if latency:
-            self.decision_latency.observe(latency / 1e9)
 
     def _health(self, health: dict[str, Any]) -> None:
         model = str(health.get("method") or health["model_id"])
