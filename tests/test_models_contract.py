@@ -3,8 +3,9 @@
 * a snapshot round trip gives identical later outputs (and identical state bytes);
 * memory stays bounded on a long stream (the pickled state stops growing);
 * scoring never uses the event being scored: score_one does not change the model, its result
-  is not changed by the learn_one that follows, and forecasters ignore the return they
-  forecast;
+  is not changed by the learn_one that follows, forecasters ignore the return they
+  forecast, and the anomaly model (which scores the event's own features) scores against a
+  reference built without the event;
 * the same input gives the same output (two instances, same seed).
 
 The stream is real market events (trades, quotes, news, a frozen-feed stretch, a volatility
@@ -162,10 +163,13 @@ def test_score_one_is_pure_and_computed_before_learning(factory: Callable[..., A
             model.learn_one(x)
 
 
-def test_forecasters_ignore_the_return_they_forecast(factory: Callable[..., Any]) -> None:
+def test_scoring_never_uses_the_event_being_scored(factory: Callable[..., Any]) -> None:
+    """Forecasters ignore the return they forecast; a model that scores the event's own
+    features builds its reference without the event."""
     model = factory(SEED)
     if not model.target_blind:
-        pytest.skip("scores the event's own features (anomaly model)")
+        check_scores_come_from_before_the_event(factory)
+        return
     checked = 0
     for x in STREAM:
         if x.ret is not None:
@@ -176,6 +180,58 @@ def test_forecasters_ignore_the_return_they_forecast(factory: Callable[..., Any]
             checked += 1
         model.learn_one(x)
     assert checked > 1000
+
+
+def planted(x: MarketObs) -> MarketObs:
+    """`x` with every feature pushed far from the usual: an anomaly by construction."""
+    return dataclasses.replace(x, features={k: v + 3.0 for k, v in x.features.items()})
+
+
+def check_scores_come_from_before_the_event(factory: Callable[..., Any]) -> None:
+    """No leakage for a model that scores the event's own features (the anomaly model): its
+    reference must be built without the event. Its score for an event, asked before learning
+    it, equals the score of a model that learned the same past but was never asked anything
+    and never sees the event; and a model that has learned the event scores it differently
+    (less unusual), so a score whose reference included the event would show here."""
+    model, blind = factory(SEED), factory(SEED)  # blind: learns every event, is never asked
+    checked = changed = moved = 0
+    for i, x in enumerate(STREAM):
+        if i % 23 == 0 and i >= 200 and x.features:
+            for probe in (x, planted(x)):
+                honest = model.score_one(probe)
+                never = type(blind).restore(blind.snapshot())
+                assert never.score_one(probe) == honest, f"event {i}: score used the event"
+                if getattr(honest, "stale", False):
+                    continue
+                learned = type(blind).restore(blind.snapshot())
+                learned.learn_one(probe)
+                after = learned.score_one(probe)
+                checked += 1
+                changed += after != honest
+                if probe is not x and honest.max_z > 0:
+                    # Learning an outlier pulls the reference towards it.
+                    assert after.max_z < honest.max_z, f"event {i}: {after} vs {honest}"
+                    moved += 1
+        model.score_one(x)
+        model.learn_one(x)
+        blind.learn_one(x)
+    # Events whose features are all still warming up score 0 either way.
+    assert checked > 200 and changed > 0.9 * checked and moved > 100, (checked, changed, moved)
+    warmup = getattr(model, "warmup", None)
+    if warmup:
+        # At the edge of warm-up the score says exactly whether the event counted towards its
+        # own reference: after warmup - 1 events a feature is not scored yet, whatever the
+        # event being scored; one event more and the same outlier is.
+        fresh = factory(SEED)
+
+        def quote(k: int, spread: float) -> MarketObs:
+            return MarketObs(ts=k, kind="Quote", features={"log_spread": spread})
+        for k in range(warmup - 1):
+            fresh.learn_one(quote(k, 1.0 + 0.01 * (k % 5)))
+        outlier = quote(warmup, 50.0)
+        assert fresh.score_one(outlier).max_z == 0.0, "the scored event warmed its own feature"
+        fresh.learn_one(quote(warmup - 1, 1.0))
+        assert fresh.score_one(outlier).max_z > 10
 
 
 def test_same_input_same_output(factory: Callable[..., Any]) -> None:
