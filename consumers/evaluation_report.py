@@ -219,6 +219,8 @@ def write_html(report: Mapping[str, Any], plots: Mapping[str, Sequence[Path]],
             ["scenario", "instrument", "detected", "delay s", "first alert", "alerts"],
             [[r["scenario"], r["entity"], "yes" if r["detected"] else "NO", r["delay_s"],
               r["first_reason"], r["alerts"]] for r in scoring["labels"]]))
+    if report.get("orders"):
+        parts += order_sections(report["orders"])
     parts.append("<h2>Plots</h2>")
     for symbol, files in plots.items():
         parts.append(f"<h3>{html.escape(symbol)}</h3>")
@@ -229,3 +231,35 @@ def write_html(report: Mapping[str, Any], plots: Mapping[str, Sequence[Path]],
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def order_sections(orders: Mapping[str, Any]) -> list[str]:
+    """The order stage's part of the page: counts, then each signal kind (denials, breaches,
+    state changes, any) against the account scenario labels."""
+    parts = ["<h2>Orders: decisions, breaches, state changes</h2>",
+             _table(["decision", "orders"], sorted(orders["decisions"].items())),
+             _table(["denial reason", "orders"], list(orders["deny_reasons"].items())),
+             _table(["breach (metric:level)", "breaches"], list(orders["breaches"].items())),
+             _table(["state change (scope kind:to)", "changes"],
+                    list(orders["state_changes"].items()))]
+    scoring = orders.get("scoring")
+    if not scoring:
+        return parts
+    parts.append("<h2>Orders against labelled account scenarios</h2>")
+    for kind, result in scoring.items():
+        o = result["overall"]
+        parts.append(f"<h3>{html.escape(kind)}</h3><p>{o['detected']} of {o['labels']} "
+                     f"labelled windows detected; precision {_fmt(o['precision'])} "
+                     f"({o['alerts_in_windows']} of {o['alerts']} signals inside a window, "
+                     f"grace {o['grace_s']:g} s).</p>")
+        parts.append(_table(
+            ["scenario", "labels", "detected", "recall", "median delay s", "max delay s",
+             "signals in windows"],
+            [[n, s["labels"], s["detected"], s["recall"], s["median_delay_s"],
+              s["max_delay_s"], s["alerts_in_windows"]]
+             for n, s in result["scenarios"].items()]))
+        parts.append(_table(
+            ["scenario", "account", "detected", "delay s", "first signal", "signals"],
+            [[r["scenario"], r["entity"], "yes" if r["detected"] else "NO", r["delay_s"],
+              r["first_reason"], r["alerts"]] for r in result["labels"]]))
+    return parts

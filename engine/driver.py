@@ -343,6 +343,11 @@ class Driver:
         self.ignored += 1
         return []
 
+    def finish(self) -> list[Emitted]:
+        """Outputs still due at the end of the input (none here; a driver that buffers, such
+        as `engine.pipeline.Pipeline`, releases what it holds)."""
+        return []
+
     def run(self, messages: Iterable[RecordedMessage] | str | Path, *,
             out: str | Path | RecordingWriter | None = None,
             on_output: Callable[[Emitted], None] | None = None,
@@ -385,6 +390,7 @@ class Driver:
         if not progress:
             for message in source:
                 yield from feed(message)
+            yield from self.finish()
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -396,6 +402,7 @@ class Driver:
                 yield from feed(message)
                 if n % 2048 == 0:
                     bar.update(task, completed=n)
+            yield from self.finish()
             bar.update(task, completed=total or 0)
 
 

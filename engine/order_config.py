@@ -57,9 +57,13 @@ DEFAULT_LIMITS: dict[str, LimitLevel] = {
     # exposure, worst case including open orders (currency)
     "gross_exposure": _level(20_000_000.0, 50_000_000.0),
     "credit": _level(40_000_000.0, 60_000_000.0),
-    # state drivers: soft -> REDUCING, hard -> HALTED
-    "day_loss": _level(100_000.0, 250_000.0),
-    "drawdown_trailing": _level(200_000.0, 500_000.0),
+    # leverage is monitored (breaches), not gated: above 1x of capital is worth a warning
+    "leverage": _level(1.0, 3.0),
+    # state drivers: soft -> REDUCING, hard -> HALTED. The hard level is twice the soft one,
+    # so an account that keeps losing after it was told to reduce is halted before the
+    # loss has doubled again (the simulator's loss-spiral crosses both within its window).
+    "day_loss": _level(50_000.0, 100_000.0),
+    "drawdown_trailing": _level(100_000.0, 250_000.0),
     "anomaly_score": _level(0.9, None),
     "throttle_hits": _level(20.0, 100.0),
 }
@@ -76,7 +80,10 @@ class PersonalConfig(BaseModel):
     score_alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
     quantile: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
     headroom: Annotated[float, Field(ge=1)] = 3.0
-    action: Literal["warn", "deny"] = "warn"
+    action: Literal["warn", "deny"] = "deny"
+    """An order above the account's personal threshold (`headroom` times its own 99% size
+    quantile, never above the hard caps) is denied: a fat finger is tens of times the
+    account's normal size, far beyond any limit that fits every account at once."""
 
 
 class CovarianceConfig(BaseModel):

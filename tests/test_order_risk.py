@@ -277,9 +277,10 @@ def test_personal_unusual_order_raises_an_alert(proc: OrderRiskProcessor) -> Non
     alerts = of_type(out, "RiskAlert")
     assert [a.reason_code for a in alerts] == ["ORDER_UNUSUAL"]
     assert alerts[0].features and alerts[0].features[0].name in ("size", "size_adv")
-    d = decision(out)
-    personal = [w for w in d.warnings if w.code == "PERSONAL_THRESHOLD"]
+    d = decision(out)  # the default personal action denies (a fat finger)
+    personal = [c for c in d.checks if c.code == "PERSONAL_THRESHOLD"]
     assert personal and personal[0].limit <= 5_000_000.0
+    assert d.decision.value == "deny" and "PERSONAL_THRESHOLD" in d.reason_codes
 
 
 # --- no lookahead -----------------------------------------------------------------------------

@@ -283,7 +283,8 @@ def test_stale_reference_acts_as_reducing_for_the_order() -> None:
 
 
 def test_personal_threshold_warns_or_denies() -> None:
-    warn = check_personal(gate(view(qty=500), personal_qty=200.0))
+    warn_cfg = OrderConfig.model_validate({"personal": {"action": "warn"}})
+    warn = check_personal(gate(view(qty=500), config=warn_cfg, personal_qty=200.0))
     assert [(f.result.code, f.hard) for f in warn] == [("PERSONAL_THRESHOLD", False)]
     deny_cfg = OrderConfig.model_validate({"personal": {"action": "deny"}})
     deny = check_personal(gate(view(qty=500), config=deny_cfg, personal_notional=1_000.0))

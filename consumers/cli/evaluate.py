@@ -1,5 +1,7 @@
 """`streamrisk evaluate FILE --out DIR`: run a recording or a CSV file through the market risk
-engine in-process (no broker) and write what a quant reads:
+engine in-process (no broker) and write what a quant reads. A recording with `orders` goes
+through both stages (`engine.pipeline.Pipeline`: market risk, then order risk reading the
+instrument risk as of each order's event time), as the two workers would through Kafka:
 
 - DIR/outputs.jsonl: every output, in the recording format (the same as the market worker
   publishes through Kafka for the same input);
@@ -8,10 +10,15 @@ engine in-process (no broker) and write what a quant reads:
   start), a pooled summary per method, alerts by reason, throughput, and with `--labels`
   the alerts scored against the labelled windows (recall, precision, delay per scenario);
 - DIR/plots/*.png and DIR/report.html (self-contained, plots embedded).
+- with orders, also in DIR/outputs.jsonl: decisions, breaches, state changes, account
+  snapshots and mass cancels; in the report (`orders`): decisions, denial reasons, breaches
+  and state changes, and with `--labels` each kind scored against the account scenarios
+  (`engine.order_evaluation`).
 
-Only `market` messages are processed (other topics are counted as ignored). Exit codes: 0
-done, 1 some input lines or rows were bad (reported and skipped; the rest was evaluated),
-2 bad options or unreadable input.
+A market-only recording or CSV file goes through the market engine alone (exactly the market
+worker's outputs); other topics are counted as ignored. Exit codes: 0 done, 1 some input
+lines or rows were bad (reported and skipped; the rest was evaluated), 2 bad options or
+unreadable input.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
     from engine.market_config import MarketRiskConfig
     from producers.replay import BadLine
     from schemas.recording import RecordedMessage
+
+ORDER_TOPICS = frozenset({"risk.decisions", "risk.breaches", "risk.states"})
 
 NAME = "evaluate"
 HELP = "run a recording or CSV through the market risk engine in-process; write a report"
@@ -88,6 +97,33 @@ def load_market_config(path: str | None) -> MarketRiskConfig:
                        f"{str(exc).splitlines()[0]}", 2) from None
 
 
+def _has_orders(path: Path) -> bool:
+    """Whether a recording holds `orders` messages (then both stages run)."""
+    from producers.replay import RecordingFile
+    from schemas.recording import RecordedMessage
+
+    try:
+        source = RecordingFile(path)
+    except OSError:
+        return False  # reported when the file is read for real
+    try:
+        return any(isinstance(item, RecordedMessage) and item.topic == "orders"
+                   for item in source.lines())
+    except Exception:  # noqa: BLE001 - unreadable input is reported by the real read
+        return False
+    finally:
+        source.close()
+
+
+def _pipeline(market: Any, settings: Any) -> Any:
+    from engine.order_risk import OrderRiskProcessor
+    from engine.pipeline import Pipeline
+
+    return Pipeline(market, OrderRiskProcessor.from_settings(settings),
+                    max_message_bytes=settings.max_message_bytes,
+                    dedup_per_key=settings.worker.dedup_per_key)
+
+
 def run(ctx: Context) -> int:
     import time
 
@@ -103,6 +139,7 @@ def run(ctx: Context) -> int:
     from engine.driver import Driver
     from engine.evaluation import NS, backtest_table, method_summary, score_labels
     from engine.market_risk import MarketRiskProcessor, ReturnTrace
+    from engine.pipeline import Pipeline
     from producers.csv_input import CsvError, CsvMapping, parse_columns
     from producers.replay import BadLine, RecordingFile, csv_lines
     from producers.simulator.labels import Label, read_labels
@@ -147,13 +184,19 @@ def run(ctx: Context) -> int:
 
     series: dict[str, InstrumentSeries] = {}
     alerts: list[dict[str, Any]] = []
+    order_outputs: list[tuple[str, dict[str, Any]]] = []
 
     def on_output(emitted: Any) -> None:
         if emitted.topic == "risk.instruments":
             value = orjson.loads(emitted.value)
             series.setdefault(value["symbol"], InstrumentSeries()).add_risk(value)
+        elif emitted.topic in ORDER_TOPICS:
+            order_outputs.append((emitted.topic, orjson.loads(emitted.value)))
         elif emitted.topic == "risk.alerts":
             value = orjson.loads(emitted.value)
+            if value.get("entity_kind") in ("account", "scope"):  # from the order stage
+                order_outputs.append((emitted.topic, value))
+                return
             alerts.append(value)
             entity = value["entity"].rsplit("/", 1)[-1]
             series.setdefault(entity, InstrumentSeries()).alerts.append(
@@ -172,7 +215,8 @@ def run(ctx: Context) -> int:
                 yield item
 
     proc = MarketRiskProcessor(config, trace=on_trace)
-    driver = Driver.from_settings(proc, ctx.settings)
+    driver = (_pipeline(proc, ctx.settings) if mapping is None and _has_orders(path)
+              else Driver.from_settings(proc, ctx.settings))
     source: RecordingFile | None = None
     try:
         if mapping is None:
@@ -199,7 +243,8 @@ def run(ctx: Context) -> int:
 
     report: dict[str, Any] = {
         "input": str(path), "format": fmt, "events": result.events,
-        "processed": driver.runner.stats.processed, "ignored": result.ignored,
+        "processed": getattr(driver, "processed", driver.runner.stats.processed),
+        "ignored": result.ignored,
         "bad_lines": len(bad), "dead_letters": dict(result.dead_letters),
         "outputs": result.outputs, "outputs_by_topic": dict(result.by_topic),
         "elapsed_s": result.elapsed_s, "events_per_s": result.events_per_s,
@@ -212,6 +257,11 @@ def run(ctx: Context) -> int:
     if labels:
         report["labels"] = score_labels(alerts, labels, entities=set(proc.symbols()),
                                         grace_ns=int(args.grace * NS), hours=hours)
+    if isinstance(driver, Pipeline):
+        from engine.order_evaluation import evaluate_orders
+
+        report["orders"] = evaluate_orders(order_outputs, labels,
+                                           grace_ns=int(args.grace * NS), hours=hours)
     labelled = [lb.entity for lb in labels if lb.entity in series]
     order = list(dict.fromkeys(labelled + [s for s in proc.symbols() if s not in labelled]))
     plots: dict[str, list[Path]] = {}
@@ -259,6 +309,17 @@ def _print_summary(ctx: Context, report: dict[str, Any]) -> None:
         ctx.out.print(f"labels: {o['detected']}/{o['labels']} detected, precision "
                       f"{o['precision'] if o['precision'] is None else round(o['precision'], 3)}"
                       f", {o['false_alarms']} false alarms", markup=False)
+    orders = report.get("orders")
+    if orders:
+        line = (f"orders: {orders['decisions'].get('accept', 0)} accepted, "
+                f"{orders['decisions'].get('deny', 0)} denied, "
+                f"{sum(orders['breaches'].values())} breaches, "
+                f"{sum(orders['state_changes'].values())} state changes")
+        scored = orders.get("scoring", {}).get("any")
+        if scored:
+            o = scored["overall"]
+            line += f"; account scenarios: {o['detected']}/{o['labels']} detected"
+        ctx.out.print(line, markup=False)
     ctx.out.print(f"{report['events']} events, {report['outputs']} outputs, "
                   f"{report['events_per_s']:,.0f} events/s; report in "
                   f"{Path(report['input']).name} -> {ctx.args.out}/report.html", markup=False,
