@@ -1,56 +1,73 @@
 """`streamrisk demo`: the main job, end to end on one machine.
 
-This first version shows the plumbing every later stage relies on: with no
---bootstrap-servers it starts the embedded broker (temporary data dir), creates the catalogue
-topics, publishes a small deterministic stream (Trades and Quotes for a few symbols, some
-OrderNew) in one transaction, reads it back read_committed, shows it, and shuts everything
-down. With --bootstrap-servers it uses that cluster and starts nothing.
+With no --bootstrap-servers it starts the embedded broker (data and log in the run
+directory), creates the catalogue topics, starts the market and order workers as child
+processes, and publishes the simulator's market and order flow with a mix of labelled
+scenarios (all of them unless --scenario is given), paced so the run lasts about --duration
+seconds (see `consumers.demo.plan`). While it runs, a live view shows the workers' alerts,
+decisions, breaches, trading states and throughput (plain progress lines when stdout is not a
+terminal). At the end it drains the workers, stops them (SIGTERM, then SIGKILL after a grace
+period) and the broker, replays the recording in-process with `streamrisk evaluate`, and
+prints a summary: events, outputs by topic, alerts by reason code, decisions, state changes,
+detections against the scenario labels, and where the files are.
 
-The run is a sequence of stages on a `DemoRun` (cluster, topics, publish, consume, show), so
-later issues add workers, scenarios and alerts as further stages. Event times are fixed
-(from the seed), never the wall clock, so two runs with one seed publish the same events.
-Exit codes: 0 done, 1 failure (one line on stderr), 130 interrupted (everything stopped).
+With --bootstrap-servers it runs against that cluster: it starts no broker, creates the
+topics idempotently and starts local workers, under a topic prefix of its own
+(`streamrisk.demo-<time>-<random>.`) unless one is given, so it never mixes with other data.
+
+Run directory (default `./streamrisk-demo-<timestamp>/`, or --out DIR): `input.jsonl.gz`
+(the published stream, recording format), `labels.jsonl`, `report/` (the evaluation, with
+report.html), `market-worker.log`, `order-worker.log`, `broker.log` (the embedded broker's;
+its data lives in a temporary directory removed when it stops) and `pids.json` (the child
+processes).
+
+Ctrl-C or SIGTERM stops the run cleanly at any moment: children stopped by PID, the summary
+of what happened so far, exit 130. Exit codes: 0 done, 1 failure (one line on stderr, after
+the summary if the run had started), 2 bad options, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from consumers.cli.base import CliError, Context
 
 if TYPE_CHECKING:
     import threading
-    from contextlib import ExitStack
 
-    from confluent_kafka import TopicPartition
+    from rich.console import Console
 
+    from consumers.demo.feed import Feed
+    from consumers.demo.live import LiveState
+    from consumers.demo.plan import DemoPlan
+    from consumers.demo.reader import OutputReader
+    from consumers.demo.summary import Evaluation, Files
+    from consumers.demo.view import PlainCursor, RunStatus
+    from consumers.demo.workers import DeliveredOffsets, WorkerProgress, Workers
     from producers.broker import EmbeddedBroker
-    from schemas.common import Envelope
+    from producers.simulator import Simulation
     from schemas.settings import Settings
 
 NAME = "demo"
-HELP = ("the main job: start a broker (unless --bootstrap-servers), publish a stream and "
-        "show it consumed back")
+HELP = ("the main job: embedded broker, simulated market and order flow with labelled "
+        "scenarios, both risk workers, a live view, and a summary")
 
-# The scenarios this demo can run, in one place: --scenario is checked against it before
-# anything starts. Empty until the demo drives the simulator's labelled scenarios.
-SCENARIOS: tuple[str, ...] = ()
-
-SYMBOLS = ("ACME", "BOLT", "CRUX")
-ACCOUNTS = ("ACC-1", "ACC-2")
-TICKS_PER_SYMBOL = 6
-ORDERS = 6
-START_NS = 1_704_205_800 * 1_000_000_000  # 2024-01-02 09:30 New York: event time, not now
-STEP_NS = 250_000_000
-SOURCE = "demo"
 INTERRUPTED = 130
-SHOWN_ROWS = 60
+FAILED = 1
+PLAIN_EVERY_S = 5.0
+TICK_S = 0.25
+PROGRESS_EVERY_S = 0.5
+REFRESH_PER_S = 4
+DRAIN_TIMEOUT_S = 30.0
+SETTLE_S = 1.0  # quiet time on the output topics that means the reader has everything
+RECORDING = "input.jsonl.gz"
+REPORT_PLOTS = 3  # instruments plotted in the report (labelled first): plots cost ~1 s each
 
 
 def _duration(text: str) -> float:
@@ -64,105 +81,118 @@ def _duration(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=_duration, default=20.0, metavar="S",
-                        help="upper bound in seconds on publishing and consuming back, once "
-                             "the broker is up (default 20)")
+    from consumers.demo.plan import DEFAULT_DURATION_S, SPEEDUP
+
+    parser.add_argument("--duration", type=_duration, default=DEFAULT_DURATION_S, metavar="S",
+                        help=f"about how long the run lasts, in seconds (default "
+                             f"{DEFAULT_DURATION_S:g}); it covers {SPEEDUP:g}x as much "
+                             "simulated market time")
     parser.add_argument("--seed", type=int, default=1, metavar="N",
-                        help="seed of the generated stream: one seed, one stream (default 1)")
+                        help="seed of the simulation: same seed, same market paths and "
+                             "scenario placement (default 1)")
     parser.add_argument("--scenario", nargs="+", action="extend", default=[], metavar="NAME",
-                        help="scenarios to run (known: "
-                             f"{', '.join(SCENARIOS) if SCENARIOS else 'none yet'})")
+                        help="scenarios to inject (default: all; `streamrisk simulate "
+                             "--scenario list` describes them)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="run directory (default ./streamrisk-demo-<timestamp>)")
 
 
-def check_scenarios(names: Iterable[str]) -> list[str]:
-    """The requested scenario names, or CliError naming the first unknown one."""
-    names = list(names)
-    for name in names:
-        if name not in SCENARIOS:
-            known = ", ".join(SCENARIOS) if SCENARIOS else "none yet"
-            raise CliError(f"unknown scenario {name!r} (known scenarios: {known})", exit_code=2)
+def check_scenarios(names: list[str]) -> list[str]:
+    """The requested scenario names, or CliError (one line) naming the first unknown one."""
+    from consumers.demo.plan import scenario_names, unknown_scenario
+
+    bad = unknown_scenario(names)
+    if bad is not None:
+        raise CliError(f"unknown scenario {bad!r} (known scenarios: "
+                       f"{', '.join(scenario_names())})", exit_code=2)
     return names
-
-
-def demo_events(seed: int) -> list[Envelope]:
-    """The demo stream: Quote then Trade per symbol per tick on a seeded random walk, then a
-    few limit OrderNew near the last prices. Same seed, same events (only ts_init differs).
-
-    >>> a, b = demo_events(7), demo_events(7)
-    >>> [e.model_dump(exclude={"ts_init"}) for e in a] == [
-    ...     e.model_dump(exclude={"ts_init"}) for e in b]
-    True
-    >>> sorted({e.type for e in a})
-    ['OrderNew', 'Quote', 'Trade']
-    """
-    from schemas.common import Side
-    from schemas.market import Quote, Trade
-    from schemas.orders import OrderNew
-
-    rng = random.Random(seed)
-    price = {s: round(rng.uniform(20, 200), 2) for s in SYMBOLS}
-    events: list[Envelope] = []
-    ts = START_NS
-
-    def envelope() -> dict[str, Any]:
-        n = len(events)
-        return {"event_id": f"demo-{seed}-{n}", "ts_event": ts + n * STEP_NS,
-                "ts_init": time.time_ns(), "source": SOURCE, "seq": n}
-
-    for _ in range(TICKS_PER_SYMBOL):
-        for symbol in SYMBOLS:
-            price[symbol] = round(max(1.0, price[symbol] * (1 + rng.gauss(0, 0.002))), 2)
-            half = round(max(0.01, price[symbol] * 0.0005), 2)
-            events.append(Quote(**envelope(), symbol=symbol, bid=price[symbol] - half,
-                                ask=price[symbol] + half, bid_size=rng.choice((100, 200, 500)),
-                                ask_size=rng.choice((100, 200, 500))))
-            events.append(Trade(**envelope(), symbol=symbol, price=price[symbol],
-                                qty=rng.choice((10, 50, 100, 300)),
-                                aggressor=rng.choice((Side.BUY, Side.SELL))))
-    for k in range(ORDERS):
-        symbol = rng.choice(SYMBOLS)
-        side = rng.choice((Side.BUY, Side.SELL))
-        offset = -0.001 if side is Side.BUY else 0.001
-        events.append(OrderNew(**envelope(), account=ACCOUNTS[k % len(ACCOUNTS)],
-                               symbol=symbol, side=side, qty=rng.choice((100, 200, 500)),
-                               price=round(price[symbol] * (1 + offset), 2),
-                               cl_ord_id=f"demo-{seed}-o{k}"))
-    return events
-
-
-@dataclass
-class Consumed:
-    topic: str
-    partition: int
-    offset: int
-    key: str
-    event: Envelope
 
 
 @dataclass
 class DemoRun:
-    """What the stages share: settings (pointing at the cluster in use), the stop event set
-    by Ctrl-C/SIGTERM, the deadline, and what was published and read back."""
+    """What the stages of a run share."""
 
+    ctx: Context
     settings: Settings
     stop: threading.Event
-    deadline: float
+    run_dir: Path
+    status: RunStatus
+    state: LiveState
+    plan: DemoPlan
     broker: EmbeddedBroker | None = None
-    start_positions: list[TopicPartition] = field(default_factory=list)
-    published: list[Envelope] = field(default_factory=list)
-    consumed: list[Consumed] = field(default_factory=list)
-
-    def remaining(self, floor: float = 0.0) -> float:
-        return max(floor, self.deadline - time.monotonic())
+    sim: Simulation | None = None
+    feed: Feed | None = None
+    delivered: DeliveredOffsets = field(default_factory=lambda: _delivered())
+    workers: Workers | None = None
+    progress: WorkerProgress | None = None
+    reader: OutputReader | None = None
+    recorded: int = 0
+    failure: str | None = None
+    drained: bool = False
+    plain: PlainCursor | None = None
+    _last_tick: float = 0.0
+    _last_progress: float = 0.0
+    _last_plain: float = 0.0
+    _in_marks: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def interrupted(self) -> bool:
         return self.stop.is_set()
 
+    def tick(self, force: bool = False) -> None:
+        """Periodic work of the orchestrating thread: input rate, worker progress and
+        health, and the plain lines when there is no live view."""
+        now = time.monotonic()
+        if not force and now - self._last_tick < TICK_S:
+            return
+        self._last_tick = now
+        st = self.status
+        self._in_marks.append((now, st.published))
+        while len(self._in_marks) > 2 and now - self._in_marks[0][0] > 3.0:
+            self._in_marks.pop(0)
+        t0, n0 = self._in_marks[0]
+        st.in_rate = (st.published - n0) / (now - t0) if now > t0 else 0.0
+        if self.progress is not None and (force or now - self._last_progress
+                                          >= PROGRESS_EVERY_S):
+            self._last_progress = now
+            st.progress.update(self.progress.poll(self.delivered, timeout_s=1.0))
+            market = st.progress.get("market-worker")
+            if st.phase == "catching up" and market is not None and market[0] == 0:
+                st.phase = "starting"  # the worker has not committed anything yet
+        if self.workers is not None and self.failure is None:
+            for proc in self.workers.failed():
+                self.failure = (f"the {proc.name} exited unexpectedly (code {proc.exit_code}): "
+                                f"{proc.last_words()} (log {proc.log_path})")
+                st.problems.append(self.failure)
+        if self.reader is not None and self.reader.error and self.reader.error not in st.problems:
+            st.problems.append(self.reader.error)
+        if self.plain is not None and now - self._last_plain >= PLAIN_EVERY_S:
+            self._last_plain = now
+            self.print_plain()
+
+    def print_plain(self) -> None:
+        from consumers.demo.view import new_items, plain_line
+
+        assert self.plain is not None
+        snap = self.state.snapshot(full=False)
+        out = self.ctx.out
+        out.print(plain_line(self.status, snap), markup=False, highlight=False, soft_wrap=True)
+        for line in new_items(snap, self.plain):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        out.file.flush()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, staying responsive to Ctrl-C."""
+        self.stop.wait(max(0.0, seconds))
+
+
+def _delivered() -> DeliveredOffsets:
+    from consumers.demo.workers import DeliveredOffsets
+
+    return DeliveredOffsets()
+
 
 def run(ctx: Context) -> int:
-    from contextlib import ExitStack
-
     from confluent_kafka import KafkaError, KafkaException
 
     from consumers.cli.broker import stop_signals
@@ -173,190 +203,389 @@ def run(ctx: Context) -> int:
     check_scenarios(ctx.args.scenario)
     settings = ctx.settings  # a bad config file fails here, before anything starts
     began = time.monotonic()
-    with stop_signals() as stop, ExitStack() as cleanup:
+    with stop_signals() as stop:
         try:
-            demo = _start_cluster(ctx, settings, stop, cleanup)
-            for stage in STAGES:
-                if demo.interrupted:
-                    break
-                stage(ctx, demo)
+            with ExitStack() as cleanup:
+                demo = _start(ctx, settings, stop, cleanup, began)
+                _run(demo, cleanup)
+            # Everything is stopped now: the broker by the ExitStack, the rest in _run.
         except (BrokerError, BrokerUnreachable, ProvisionError) as exc:
             raise CliError(str(exc)) from None
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             reason = error.str() if isinstance(error, KafkaError) else str(exc)
             raise CliError(f"Kafka error: {reason}") from None
-    where = ("embedded broker stopped" if demo.broker
-             else f"cluster {demo.settings.bootstrap_servers}")
-    counts = Counter(e.type for e in demo.published)
-    types = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
-    summary = (f"demo: published {len(demo.published)} events ({types}) in one transaction, "
-               f"consumed {len(demo.consumed)} back read_committed in "
-               f"{time.monotonic() - began:.1f} s; {where}")
-    if demo.interrupted:
-        ctx.out.print(f"{summary} (interrupted)", markup=False, soft_wrap=True)
-        return INTERRUPTED
-    if len(demo.consumed) < len(demo.published):
-        raise CliError(f"consumed only {len(demo.consumed)} of {len(demo.published)} events "
-                       f"within --duration {ctx.args.duration:g} s")
-    ctx.out.print(summary, markup=False, soft_wrap=True)
-    return 0
+    # The signal handlers are back to normal: a Ctrl-C now interrupts the evaluation only.
+    return _finish(demo)
 
 
-def _start_cluster(ctx: Context, settings: Settings, stop: threading.Event,
-                   cleanup: ExitStack) -> DemoRun:
-    """Use the configured cluster, or start the embedded broker (stopped by `cleanup`)."""
+# --- start ---------------------------------------------------------------------------------
+
+
+def _start(ctx: Context, settings: Settings, stop: threading.Event, cleanup: ExitStack,
+           began: float) -> DemoRun:
+    """Cluster (embedded or given), run directory, topics, workers, output reader."""
+    from consumers.demo.live import LiveState
+    from consumers.demo.plan import DemoPlan, describe
+    from consumers.demo.view import RunStatus
     from producers.broker import EmbeddedBroker
+    from producers.kafka import check_reachable
+    from schemas.settings import DEFAULT_PREFIX
 
+    args = ctx.args
     broker = None
-    if not settings.bootstrap_servers:
-        broker = EmbeddedBroker()  # temporary data dir, removed on stop
+    if settings.bootstrap_servers:
+        check_reachable(settings)  # one line within the connect timeout, before any file
+        explicit = args.topic_prefix is not None or settings.topic_prefix != DEFAULT_PREFIX
+        if not explicit:
+            settings = settings.model_copy(update={"topic_prefix": _unique_prefix()})
+        run_dir = _run_dir(args.out)
+        where = f"cluster {settings.bootstrap_servers}"
+        ctx.out.print(f"using the cluster at {settings.bootstrap_servers} (topic prefix "
+                      f"{settings.topic_prefix!r})", markup=False, soft_wrap=True)
+    else:
+        run_dir = _run_dir(args.out)
+        broker = EmbeddedBroker()  # its data (the whole log) in a temporary dir, removed
         cleanup.callback(broker.stop)
+        cleanup.callback(_keep_broker_log, broker, run_dir)
         broker.start()
         assert broker.process is not None
-        ctx.out.print(f"embedded broker at {broker.bootstrap} (pid {broker.process.pid})",
-                      markup=False)
         settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
-    else:
-        ctx.out.print(f"using the cluster at {settings.bootstrap_servers}", markup=False)
-    return DemoRun(settings=settings, stop=stop, broker=broker,
-                   deadline=time.monotonic() + ctx.args.duration)
+        where = f"embedded broker {broker.bootstrap}"
+        ctx.out.print(f"embedded broker at {broker.bootstrap} (pid {broker.process.pid})",
+                      markup=False, soft_wrap=True)
+    plan = DemoPlan(seed=args.seed, duration_s=args.duration, scenarios=tuple(args.scenario),
+                    start_ns=time.time_ns() // 1_000_000_000 * 1_000_000_000)
+    status = RunStatus(broker=where, prefix=settings.topic_prefix, seed=args.seed,
+                       scenarios=describe(plan.chosen), run_dir=str(run_dir), began=began,
+                       deadline=began + args.duration, sim_start_ns=plan.start_ns,
+                       sim_end_ns=plan.end_ns)
+    demo = DemoRun(ctx=ctx, settings=settings, stop=stop, run_dir=run_dir, status=status,
+                   state=LiveState(), plan=plan, broker=broker)
+    if broker is not None and broker.process is not None:
+        _write_pid(run_dir, "broker", broker.process.pid)
+    _provision(demo)
+    _start_workers(demo, cleanup)
+    return demo
 
 
-def _create_topics(ctx: Context, demo: DemoRun) -> None:
+def _keep_broker_log(broker: EmbeddedBroker, run_dir: Path) -> None:
+    """Copy the broker's log into the run directory before its data dir goes."""
+    import shutil
+
+    if broker.data_dir is not None and broker.log_path.exists():
+        shutil.copyfile(broker.log_path, run_dir / "broker.log")
+
+
+def _unique_prefix() -> str:
+    import secrets
+
+    return f"streamrisk.demo-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}."
+
+
+def _run_dir(out: str | None) -> Path:
+    if out:
+        path = Path(out)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(f"cannot create the run directory {path}: "
+                           f"{exc.strerror or exc}") from None
+        return path
+    base = Path(f"streamrisk-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        except OSError as exc:
+            raise CliError(f"cannot create the run directory {path}: "
+                           f"{exc.strerror or exc}") from None
+
+
+def _write_pid(run_dir: Path, name: str, pid: int) -> None:
+    import json
+
+    path = run_dir / "pids.json"
+    pids = json.loads(path.read_text()) if path.exists() else {}
+    pids[name] = pid
+    path.write_text(json.dumps(pids, indent=2) + "\n")
+
+
+def _provision(demo: DemoRun) -> None:
     from producers.provision import ensure_topics
 
     report = ensure_topics(demo.settings)
-    ctx.out.print(f"topics under {demo.settings.topic_prefix!r}: {len(report.created)} "
-                  f"created, {len(report.existing)} already there", markup=False)
+    demo.ctx.out.print(f"topics under {demo.settings.topic_prefix!r}: {len(report.created)} "
+                       f"created, {len(report.existing)} already there", markup=False)
 
 
-def _mark_ends(ctx: Context, demo: DemoRun) -> None:
-    """Where the input topics end before publishing: reading back starts there, so older
-    data on a shared cluster is not shown as this run's."""
-    from confluent_kafka import TopicPartition
+def _start_workers(demo: DemoRun, cleanup: ExitStack) -> None:
+    """Both workers, the progress poller and the output reader, all stopped by `cleanup`
+    in reverse order (reader, poller, workers) before the broker."""
+    from consumers.demo.reader import OUTPUT_TOPICS, OutputReader, end_offsets
+    from consumers.demo.workers import WorkerProgress, Workers
 
-    from producers.kafka import make_consumer
+    ctx, settings = demo.ctx, demo.settings
+    inputs = end_offsets(settings, ("market", "orders"))
+    outputs = end_offsets(settings, OUTPUT_TOPICS)
+    flags = ["--bootstrap-servers", str(settings.bootstrap_servers),
+             "--topic-prefix", settings.topic_prefix]
+    if getattr(ctx.args, "config", None):
+        flags += ["--config", ctx.args.config]
+    if getattr(ctx.args, "profile", None):
+        flags += ["--profile", ctx.args.profile]
+    workers = Workers(demo.run_dir, settings, flags)
+    if demo.broker is not None and demo.broker.process is not None:
+        workers.extra_pids["broker"] = demo.broker.process.pid
+    demo.workers = workers
+    cleanup.callback(_stop_workers, demo)
+    for kind in ("market", "orders"):
+        proc = workers.start(kind)
+        ctx.out.print(f"{proc.name} started (pid {proc.pid}, log {proc.log_path})",
+                      markup=False, soft_wrap=True)
+    start: dict[str, dict[int, int]] = {}
+    for tp in inputs:
+        start.setdefault(tp.topic, {})[tp.partition] = tp.offset
+    demo.progress = WorkerProgress(settings, workers.procs, start)
+    cleanup.callback(demo.progress.close)
+    demo.reader = OutputReader(settings, demo.state, outputs)
+    demo.reader.start()
+    cleanup.callback(demo.reader.stop)
 
-    consumer = make_consumer(demo.settings, None, read_committed=True)
+
+def _stop_workers(demo: DemoRun) -> None:
+    if demo.workers is None:
+        return
+    demo.status.phase = "stopping"
+    codes = demo.workers.stop()
+    bad = {name: code for name, code in codes.items() if code not in (0, None)}
+    if bad and demo.failure is None and not demo.interrupted:
+        name, code = next(iter(bad.items()))
+        demo.failure = f"the {name} exited with code {code} when stopped (see its log)"
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _run(demo: DemoRun, cleanup: ExitStack) -> None:
+    """Publish (warm-up, then paced), drain, and stop the workers, under the live view."""
+    from consumers.demo.view import PlainCursor
+
+    ctx = demo.ctx
+    live_view = ctx.out.is_terminal
+    if not live_view:
+        demo.plain = PlainCursor()
+        ctx.out.print(f"running for about {ctx.args.duration:g} s; a status line every "
+                      f"{PLAIN_EVERY_S:g} s (run in a terminal for the live view)",
+                      markup=False, soft_wrap=True)
+    with _live(demo) if live_view else nullcontext():
+        _publish(demo)
+        if not demo.interrupted and demo.failure is None:
+            _drain(demo)
+        if demo.plain is not None:
+            demo.tick(force=True)
+            demo.print_plain()
+    # Stop the children now (reader, poller, workers); the broker goes last, with the stack.
+    with _spinner(demo.ctx.out, "stopping the workers and the broker"):
+        cleanup.close()
+
+
+@contextmanager
+def _live(demo: DemoRun) -> Iterator[None]:
+    from rich.live import Live
+
+    from consumers.demo.view import DemoView
+
+    view = DemoView(demo.status, lambda: demo.state.snapshot(full=False))
+    with Live(view, console=demo.ctx.out, refresh_per_second=REFRESH_PER_S,
+              redirect_stdout=False, redirect_stderr=False):
+        yield
+
+
+@contextmanager
+def _spinner(console: Console, text: str) -> Iterator[None]:
+    if console.is_terminal:
+        with console.status(text):
+            yield
+    else:
+        console.print(f"{text}...", markup=False)
+        yield
+
+
+def _publish(demo: DemoRun) -> None:
+    """The simulation into the input topics and the recording (`consumers.demo.feed`)."""
+    from consumers.demo.feed import Feed
+    from consumers.demo.plan import warmup_end_ns
+    from consumers.demo.workers import KINDS
+    from producers.publisher import Publisher
+    from producers.simulator import write_labels
+    from schemas.recording import RecordedMessage, RecordingWriter
+
+    plan, status = demo.plan, demo.status
+    sim = demo.sim = plan.simulation()
+    publisher = Publisher(demo.settings)
+    publisher.tracker = demo.delivered  # the same accounting, plus offsets for progress
+    writer = RecordingWriter(demo.run_dir / RECORDING)
+
+    def publish(topic: str, key: str | None, value: bytes, ts_ms: int) -> None:
+        publisher.publish_bytes(topic, key, value, timestamp_ms=ts_ms)
+        writer.write(RecordedMessage.from_bytes(topic, key, value, timestamp=ts_ms))
+
+    def lags() -> dict[str, int]:
+        """Events published but not yet committed, per worker (as of the last poll)."""
+        out = {}
+        for name, topic in KINDS.values():
+            progress = status.progress.get(name)
+            if progress is not None:
+                out[name] = status.published_by_topic.get(topic, 0) - progress[0]
+        return out
+
+    def idle(seconds: float) -> None:
+        publisher.poll(seconds)  # serve delivery reports while waiting
+
+    feed = Feed(publish=publish, mark=demo.state.instrument_mark, lags=lags,
+                tick=demo.tick, stopped=lambda: demo.interrupted or demo.failure is not None,
+                deadline=status.deadline, status=status, idle=idle)
+    demo.feed = feed
     try:
-        metadata = consumer.list_topics(timeout=demo.remaining(1.0))
-        for short in INPUT_TOPICS:
-            name = demo.settings.topic(short)
-            for partition in sorted(metadata.topics[name].partitions):
-                _low, high = consumer.get_watermark_offsets(TopicPartition(name, partition),
-                                                            timeout=demo.remaining(1.0))
-                demo.start_positions.append(TopicPartition(name, partition, high))
+        feed.run(sim, warm_end_ns=warmup_end_ns(sim), end_ns=plan.end_ns)
     finally:
-        consumer.close()
+        writer.close()
+        demo.recorded = writer.count
+        write_labels(demo.run_dir / "labels.jsonl", sim.labels())
+        result = publisher.close()
+        status.publish_failed = result.failed
+        if not result.ok and demo.failure is None:
+            demo.failure = f"delivery failed: {result.summary()}"
 
 
-def _publish(ctx: Context, demo: DemoRun) -> None:
-    """All events in one transaction, so read_committed readers see all or nothing."""
-    import uuid
-
-    from producers.kafka import DeliveryTracker, flush_all, make_producer
-    from schemas.codec import encode
-
-    events = demo_events(ctx.args.seed)
-    tracker = DeliveryTracker()
-    producer = make_producer(demo.settings,
-                             transactional_id=f"streamrisk-demo-{uuid.uuid4().hex[:12]}")
-    producer.init_transactions(demo.remaining(1.0))
-    producer.begin_transaction()
-    for event in events:
-        # Kafka's timestamp is the event time, as for every streamrisk publisher (topics
-        # retain by size, so the demo's fixed 2024 times are not deleted as they land).
-        producer.produce(demo.settings.topic(event.TOPIC), key=_key(event).encode(),
-                         value=encode(event), timestamp=event.ts_event // 1_000_000,
-                         on_delivery=tracker.on_delivery)
-        producer.poll(0)
-    producer.commit_transaction(demo.remaining(1.0))
-    left = flush_all(producer, timeout_s=demo.remaining(1.0))
-    if tracker.failed or left or tracker.delivered != len(events):
-        detail = f" ({tracker.errors[0]})" if tracker.errors else ""
-        raise CliError(f"{len(events) - tracker.delivered} of {len(events)} events were not "
-                       f"delivered{detail}")
-    demo.published = events
+def _drain(demo: DemoRun) -> None:
+    """Wait until both workers have committed every event of this run, then until the output
+    reader has been quiet for a moment (it then has every committed output)."""
+    status = demo.status
+    status.phase = "draining"
+    deadline = time.monotonic() + max(DRAIN_TIMEOUT_S, 0.5 * demo.ctx.args.duration)
+    while not demo.interrupted and demo.failure is None and time.monotonic() < deadline:
+        demo.tick(force=True)
+        progress = status.progress
+        if len(progress) == 2 and all(total and done >= total
+                                      for done, total in progress.values()):
+            demo.drained = True
+            break
+        demo.sleep(0.2)
+    if not demo.drained:
+        return
+    settle = time.monotonic() + 5.0
+    while (not demo.interrupted and demo.reader is not None
+           and demo.reader.idle_for() < SETTLE_S and time.monotonic() < settle):
+        demo.sleep(0.1)
 
 
-def _consume_back(ctx: Context, demo: DemoRun) -> None:
-    """Read the published events back, read_committed, until all are seen or time is up."""
-    from producers.kafka import make_consumer
-    from schemas.codec import DecodeError, decode
+# --- the end -------------------------------------------------------------------------------
 
-    consumer = make_consumer(demo.settings, None, read_committed=True)
-    prefix = demo.settings.topic_prefix
+
+def _finish(demo: DemoRun) -> int:
+    from consumers.demo.summary import Evaluation, Files, print_summary, score
+
+    ctx, status = demo.ctx, demo.status
+    sim = demo.sim
+    assert sim is not None
+    snap = demo.state.snapshot()
+    labels = sim.labels()
+    files = Files(run_dir=demo.run_dir, recording=demo.run_dir / RECORDING,
+                  recorded=demo.recorded, labels=demo.run_dir / "labels.jsonl",
+                  report_dir=demo.run_dir / "report",
+                  worker_logs=[p.log_path for p in demo.workers.procs] if demo.workers else [],
+                  broker_log=demo.run_dir / "broker.log" if demo.broker else None)
+    scoring = None
+    if demo.drained:
+        entities = ({i.symbol for i in sim.instruments} | {a.id for a in sim.accounts})
+        scoring = score(snap.signals, labels, entities)
+    if demo.interrupted:
+        evaluation = Evaluation(skipped_because="the run was interrupted")
+        outcome = "interrupted"
+    elif demo.failure:
+        evaluation = Evaluation(skipped_because="the run failed")
+        outcome = "failed"
+    else:
+        evaluation = _evaluate(ctx, demo, files)
+        outcome = "completed" if demo.drained else "completed (workers still behind)"
+    feed = demo.feed.stats() if demo.feed is not None else None
+    _print_wide(ctx.out, lambda: print_summary(ctx.out, status, snap, labels, scoring,
+                                               files, evaluation, outcome, feed))
+    if demo.failure:
+        raise CliError(demo.failure)
+    return INTERRUPTED if demo.interrupted else 0
+
+
+def _print_wide(console: Console, show: Any) -> None:
+    """Tables keep their natural width in a pipe or file (no 80-column squeeze)."""
+    if console.is_terminal:
+        show()
+        return
+    width = console.width
+    console.width = max(width, 160)
     try:
-        consumer.assign(demo.start_positions)  # no group join: we read, we never commit
-        while (len(demo.consumed) < len(demo.published) and demo.remaining() > 0
-               and not demo.interrupted):
-            for msg in consumer.consume(num_messages=500, timeout=min(0.2, demo.remaining())):
-                if msg.error():
-                    continue  # partition EOF and transient errors: keep polling
-                try:
-                    event = decode(msg.value() or b"", demo.settings.max_message_bytes)
-                except DecodeError as exc:
-                    ctx.err.print(f"skipped a message that is not an event: {exc}",
-                                  markup=False)
-                    continue
-                key = msg.key()
-                demo.consumed.append(Consumed(
-                    topic=(msg.topic() or "").removeprefix(prefix),
-                    partition=msg.partition() or 0, offset=msg.offset() or 0,
-                    key=key.decode(errors="replace") if isinstance(key, bytes) else "",
-                    event=event))
+        show()
     finally:
-        consumer.close()
-    _show(ctx, demo)
+        console.width = width
 
 
-def _show(ctx: Context, demo: DemoRun) -> None:
-    from datetime import UTC, datetime
+def _evaluate(ctx: Context, demo: DemoRun, files: Files) -> Evaluation:
+    """`streamrisk evaluate` on the recording, in-process, into the report directory."""
+    import io
 
-    from rich.table import Table
+    import orjson
+    from rich.console import Console
 
-    from consumers.cli.topics import print_wide
+    from consumers.cli import evaluate
+    from consumers.cli.base import OneLineParser
+    from consumers.demo.summary import Evaluation
+    from schemas.recording import read_recording
 
-    table = Table(title=f"consumed back read_committed from {demo.settings.bootstrap_servers}")
-    for column in ("topic", "part", "offset", "key", "type", "event time (UTC)", "details"):
-        table.add_column(column, no_wrap=column != "details",
-                         justify="right" if column in ("part", "offset") else "left")
-    ordered = sorted(demo.consumed, key=lambda c: (c.event.ts_event, c.event.seq))
-    for c in ordered[:SHOWN_ROWS]:
-        when = datetime.fromtimestamp(c.event.ts_event / 1e9, tz=UTC).strftime("%H:%M:%S.%f")
-        table.add_row(c.topic, str(c.partition), str(c.offset), c.key, c.event.type,
-                      when[:-3], _details(c.event))
-    if len(ordered) > SHOWN_ROWS:
-        table.caption = f"first {SHOWN_ROWS} of {len(ordered)} by event time"
-    print_wide(ctx, table)
+    parser = OneLineParser(prog="streamrisk evaluate")
+    evaluate.add_arguments(parser)
+    args = parser.parse_args([str(files.recording), "--out", str(files.report_dir),
+                              "--labels", str(files.labels), "--max-plots", str(REPORT_PLOTS)])
+    quiet = Console(file=io.StringIO(), width=200)
+    sub = Context(args=args, out=quiet, err=quiet, _settings=demo.settings)
+    result = Evaluation()
+    try:
+        with _spinner(ctx.out, "evaluating the recording in-process (streamrisk evaluate)"):
+            evaluate.run(sub)
+    except CliError as exc:
+        result.notes.append(f"evaluate: {exc}")
+    except KeyboardInterrupt:
+        result.skipped_because = "interrupted during the evaluation"
+        return result
+    report_json = files.report_dir / "report.json"
+    if not report_json.exists():
+        result.skipped_because = result.notes[-1] if result.notes else "no report written"
+        return result
+    report = orjson.loads(report_json.read_bytes())
+    result.report_html = files.report_dir / "report.html"
+    result.events_per_s = report.get("events_per_s")
+    scoring = report.get("labels")
+    if scoring:
+        o = scoring["overall"]
+        result.labels_detected = (int(o["detected"]), int(o["labels"]))
+    accounts = (report.get("orders") or {}).get("scoring", {}).get("any")
+    if accounts:
+        o = accounts["overall"]
+        result.account_labels_detected = (int(o["detected"]), int(o["labels"]))
+    result.market_alert_ids, result.decisions = set(), {}
+    for m in read_recording(files.report_dir / "outputs.jsonl"):
+        v = m.value
+        if v is None:
+            continue
+        if m.topic == "risk.alerts" and v.get("source") == "market-worker":
+            result.market_alert_ids.add(str(v["event_id"]))
+        elif m.topic == "risk.decisions":
+            result.decisions[str(v["event_id"])] = (
+                str(v["decision"]), tuple(str(c) for c in v.get("reason_codes") or ()))
+    return result
 
-
-def _details(event: Envelope) -> str:
-    """One short line of the fields a trader looks at first."""
-    from schemas.market import Quote, Trade
-    from schemas.orders import OrderNew
-
-    if isinstance(event, Trade):
-        return f"{event.qty:g} @ {event.price:g}"
-    if isinstance(event, Quote):
-        return f"{event.bid_size:g} x {event.bid:g} / {event.ask:g} x {event.ask_size:g}"
-    if isinstance(event, OrderNew):
-        price = "market" if event.price is None else f"{event.price:g}"
-        return f"{event.side.value} {event.qty:g} {event.symbol} @ {price} ({event.cl_ord_id})"
-    return ""
-
-
-def _key(event: Envelope) -> str:
-    from schemas.market import MarketEvent
-    from schemas.orders import OrderEvent
-
-    if isinstance(event, MarketEvent | OrderEvent):
-        return event.key
-    raise TypeError(f"the demo publishes market and order events, not {event.type}")
-
-
-INPUT_TOPICS = ("market", "orders")
-Stage = Callable[[Context, DemoRun], None]
-# The demo's stages after the cluster is up, in order; later issues add workers and alerts.
-STAGES: Sequence[Stage] = (_create_topics, _mark_ends, _publish, _consume_back)
