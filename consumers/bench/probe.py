@@ -51,12 +51,13 @@ class StatsRecorder(MetricsHooks):
     def batch(self, events: int, seconds: float) -> None:
         if events:
             end = time.perf_counter()
-            self._write({"k": "b", "t0": end - seconds, "t1": end, "n": events})
+            self._write({"k": "b", "t0": end - seconds, "t1": end, "n": events,
+                         "cpu": time.process_time()})
 
     def checkpoint(self, seconds: float, partitions: int, keys: int) -> None:
         end = time.perf_counter()
         self._write({"k": "c", "t0": end - seconds, "t1": end, "p": partitions,
-                     "keys": keys})
+                     "keys": keys, "cpu": time.process_time()})
         self._flush()
 
     def restore(self, seconds: float, partition: int, keys: int) -> None:
@@ -81,6 +82,8 @@ class Span:
     t1: float
     n: int = 0
     keys: int = 0
+    cpu: float = 0.0
+    """CPU seconds the worker process had used (all threads) when the span ended."""
 
 
 @dataclass
@@ -110,10 +113,11 @@ class StatsFile:
             obj = orjson.loads(line)
             kind = obj["k"]
             if kind == "b":
-                self.batches.append(Span(obj["t0"], obj["t1"], obj["n"]))
+                self.batches.append(Span(obj["t0"], obj["t1"], obj["n"], cpu=obj["cpu"]))
                 self.events += obj["n"]
             elif kind == "c":
-                self.checkpoints.append(Span(obj["t0"], obj["t1"], obj["p"], obj["keys"]))
+                self.checkpoints.append(Span(obj["t0"], obj["t1"], obj["p"], obj["keys"],
+                                             obj["cpu"]))
             elif kind == "r":
                 self.restores.append(Span(obj["t0"], obj["t1"], obj["p"], obj["keys"]))
             elif kind == "a":

@@ -1,0 +1,346 @@
+"""Measurements through the broker, with workers as separate processes.
+
+- `worker_rates`: events/s of a market worker group (one or two processes, exactly-once) on
+  the same repetitions the in-process run gets. Each repetition is published in one
+  transaction; its time runs from the first batch a worker starts on it to the end of the
+  checkpoint that commits the last one (the commit is counted; time the worker spends idle
+  waiting for its checkpoint timer is not). Two workers: first start of either to the later
+  end.
+- `alert_latency`: a worker with a short commit interval; the benchmark publishes at a
+  fixed rate and reads `risk.alerts` read-committed: event produced -> alert consumed.
+- `worker_decisions`: the order worker over a preloaded day; the decision latency every
+  RiskDecision carries (`decision_latency_ns`, around the gate inside the worker).
+- `restore_runs`: a changelog holding N warm instruments; a new worker process per
+  repetition (the previous one killed with SIGKILL, as in a crash); restore time from the
+  partitions' assignment to the last one restored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from consumers.bench.cluster import (
+    BenchError,
+    Publisher,
+    WorkerProcess,
+    fresh_settings,
+    read_all,
+    reader,
+    wait_for,
+    workers,
+)
+from consumers.bench.inprocess import Template, clone_instruments, latency_ms
+from consumers.bench.measure import percentile
+from consumers.bench.workloads import MARKET_PARTITIONS, Message, order_topic, to_messages
+from engine.market_risk import MarketRiskProcessor
+from engine.snapshots import Snapshot, SnapshotCodec
+from producers.kafka import make_admin
+from schemas.common import Envelope
+from schemas.settings import Settings
+
+Tick = Callable[[int], None]
+START_TIMEOUT_S = 120.0
+
+
+def _no_tick(n: int) -> None:
+    pass
+
+
+class GroupWatch:
+    """Members of a consumer group, once it is stable."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.admin = make_admin(settings)
+        self.group = group
+        self._next = 0.0
+        self._members = 0
+
+    def members(self) -> int:
+        now = time.monotonic()
+        if now >= self._next:  # describing costs a round trip: not more than 5 times a second
+            self._next = now + 0.2
+            try:
+                described = self.admin.describe_consumer_groups([self.group])[self.group] \
+                    .result(10)
+                state = str(getattr(described.state, "name", described.state)).upper()
+                self._members = len(described.members) if state == "STABLE" else 0
+            except Exception:  # noqa: BLE001 - not created yet
+                self._members = 0
+        return self._members
+
+
+def wait_ready(settings: Settings, procs: Sequence[WorkerProcess], group: str) -> None:
+    """Until the group is stable with every process in it and all partitions assigned."""
+    watch = GroupWatch(settings, group)
+    wait_for(lambda: watch.members() == len(procs)
+             and sum(p.read().assigned for p in procs) >= MARKET_PARTITIONS,
+             START_TIMEOUT_S, f"{len(procs)} worker(s) to join {group}", procs)
+
+
+def processed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
+    """Every process has handled its share of `total` events and committed its last batch
+    started after `since`."""
+    if sum(p.read().events for p in procs) < total:
+        return False
+    for p in procs:
+        batches = [b for b in p.stats.batches if b.t0 >= since]
+        if batches and p.stats.committed_after(batches[-1].t1) is None:
+            return False
+    return True
+
+
+@dataclass
+class WorkerRates:
+    workers: int
+    rates: list[float] = field(default_factory=list)
+    per_worker_events: list[list[int]] = field(default_factory=list)
+    checkpoints: int = 0
+    checkpoint_ms_median: float = 0.0
+
+
+def span_rate(procs: Sequence[WorkerProcess], events: int, since: float) -> tuple[float, list[int]]:
+    starts, ends, counts = [], [], []
+    for p in procs:
+        batches = [b for b in p.stats.batches if b.t0 >= since]
+        counts.append(sum(b.n for b in batches))
+        if not batches:
+            continue
+        last = max(b.t1 for b in batches)
+        commit = p.stats.committed_after(last)
+        assert commit is not None
+        starts.append(min(b.t0 for b in batches))
+        ends.append(last + (commit.t1 - commit.t0))
+    return events / (max(ends) - min(starts)), counts
+
+
+def worker_rates(base: Settings, servers: str, count: int, warmup: Sequence[Message],
+                 reps: Sequence[Sequence[Message]], workdir: Path, *,
+                 config_file: str | None = None, tick: Tick = _no_tick) -> WorkerRates:
+    settings = fresh_settings(base, servers, f"rate{count}")
+    group = f"{settings.topic_prefix}market-worker"
+    publisher = Publisher(settings, "market")
+    result = WorkerRates(count)
+    with workers(settings, "market", count, workdir, f"market-x{count}",
+                 config_file=config_file) as procs:
+        wait_ready(settings, procs, group)
+        tick(1)
+        since = time.perf_counter()
+        publisher.publish(warmup)
+        total = len(warmup)
+        wait_for(lambda: processed(procs, total, since), START_TIMEOUT_S, "the warm-up", procs)
+        tick(1)
+        for rep in reps:
+            since = time.perf_counter()
+            publisher.publish(rep)
+            total += len(rep)
+            wait_for(lambda: processed(procs, total, since), START_TIMEOUT_S,  # noqa: B023
+                     "a repetition to be committed", procs)
+            rate, counts = span_rate(procs, len(rep), since)
+            result.rates.append(rate)
+            result.per_worker_events.append(counts)
+            tick(1)
+    spans = [c for p in procs for c in p.stats.checkpoints if c.n]
+    result.checkpoints = len(spans)
+    if spans:
+        result.checkpoint_ms_median = percentile([(c.t1 - c.t0) * 1000 for c in spans], 0.5)
+    return result
+
+
+# --- latency ------------------------------------------------------------------------------
+
+
+class AlertReader(threading.Thread):
+    """Reads `risk.alerts` read-committed and times each alert against its cause's send
+    time (`sent`, filled by the publisher: event_id -> perf_counter)."""
+
+    def __init__(self, settings: Settings, sent: dict[str, float]) -> None:
+        super().__init__(daemon=True, name="bench-alert-reader")
+        self.consumer = reader(settings, ["risk.alerts"], **{"fetch.wait.max.ms": 5})
+        self.sent = sent
+        self.samples: list[tuple[float, float]] = []
+        """(send time, latency s) per alert of a timed event."""
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        consume, sent = self.consumer.consume, self.sent
+        while not self.stop_flag.is_set():
+            messages = consume(1000, 0.02)
+            now = time.perf_counter()
+            for msg in messages:
+                if msg.error() is not None:
+                    continue
+                cause = orjson.loads(msg.value()).get("cause_event_id")  # type: ignore[arg-type]
+                at = sent.get(cause)
+                if at is not None:
+                    self.samples.append((at, now - at))
+        self.consumer.close()
+
+
+def paced(publisher: Publisher, messages: Sequence[Message], rate: float,
+          sent: dict[str, float], tick: Tick = _no_tick) -> float:
+    """Publish at `rate` messages/s (sent in 1 ms slots); returns the achieved rate."""
+    producer, topic = publisher.producer, publisher.topic
+    start = time.perf_counter()
+    i = 0
+    n = len(messages)
+    while i < n:
+        now = time.perf_counter()
+        due = min(n, int((now - start) * rate) + 1)
+        while i < due:
+            m = messages[i]
+            sent[m.event_id] = time.perf_counter()
+            try:
+                producer.produce(topic, m.value, m.key, m.partition)
+            except BufferError:
+                producer.poll(0.01)
+                continue
+            i += 1
+            if i % 1000 == 0:
+                tick(1000)
+        producer.poll(0)
+        time.sleep(0.0005)
+    producer.flush(30)
+    tick(n % 1000)
+    return n / (time.perf_counter() - start)
+
+
+def alert_latency(base: Settings, servers: str, warmup: Sequence[Message],
+                  messages: Sequence[Message], rate: float, commit_interval_ms: int,
+                  segments: int, workdir: Path, *, guarantee: str = "exactly-once",
+                  config_file: str | None = None, tick: Tick = _no_tick) -> dict[str, Any]:
+    settings = fresh_settings(base, servers, "latency")
+    group = f"{settings.topic_prefix}market-worker"
+    warm = Publisher(settings, "market")
+    publisher = Publisher(settings, "market", transactional=False)
+    sent: dict[str, float] = {}
+    with workers(settings, "market", 1, workdir, "market-latency", "--commit-interval",
+                 str(commit_interval_ms), "--guarantee", guarantee,
+                 config_file=config_file) as procs:
+        wait_ready(settings, procs, group)
+        since = time.perf_counter()
+        warm.publish(warmup)
+        wait_for(lambda: processed(procs, len(warmup), since), START_TIMEOUT_S,
+                 "the warm-up", procs)
+        alerts = AlertReader(settings, sent)
+        alerts.start()
+        try:
+            time.sleep(0.5)  # the reader has joined its partitions
+            since = time.perf_counter()
+            achieved = paced(publisher, messages, rate, sent, tick)
+            total = len(warmup) + len(messages)
+            wait_for(lambda: processed(procs, total, since), START_TIMEOUT_S,
+                     "the timed events to be committed", procs)
+            time.sleep(0.3)  # the last committed alerts reach the reader
+        finally:
+            alerts.stop_flag.set()
+            alerts.join(10)
+        busy = sum(b.t1 - b.t0 for b in procs[0].stats.batches if b.t0 >= since)
+    if not alerts.samples:
+        raise BenchError("no alert came back from the latency run")
+    ordered = [int(lat * 1e9) for _, lat in sorted(alerts.samples)]
+    result = latency_ms(ordered, segments)
+    result.update({"rate_achieved": achieved, "commit_interval_ms": commit_interval_ms,
+                   "guarantee": guarantee, "events": len(messages),
+                   "worker_busy_share": busy / (len(messages) / achieved)})
+    return result
+
+
+# --- decisions in the order worker --------------------------------------------------------
+
+
+def worker_decisions(base: Settings, servers: str, events: Sequence[Envelope], segments: int,
+                     workdir: Path, *, config_file: str | None = None,
+                     tick: Tick = _no_tick) -> dict[str, Any]:
+    settings = fresh_settings(base, servers, "orders")
+    by_topic: dict[str, list[Envelope]] = {}
+    keys: dict[str, Callable[[Envelope], str]] = {}
+    for event in events:
+        topic, _ = order_topic(event)
+        by_topic.setdefault(topic, []).append(event)
+        keys[topic] = lambda e: order_topic(e)[1]
+    for topic in ("risk.limits", "risk.instruments"):  # tables first: read before any input
+        table = to_messages(by_topic[topic], keys[topic], partitions=1 if topic ==
+                            "risk.limits" else MARKET_PARTITIONS)
+        Publisher(settings, topic, transactional=False).publish(table)
+    orders = to_messages(by_topic["orders"], keys["orders"])
+    Publisher(settings, "orders", transactional=False).publish(orders)
+    expected = sum(1 for e in by_topic["orders"] if e.type in ("OrderNew", "OrderReplace"))
+    tick(1)
+    with workers(settings, "orders", 1, workdir, "orders", config_file=config_file) as procs:
+        wait_for(lambda: processed(procs, len(orders), 0.0), START_TIMEOUT_S * 2,
+                 "the order worker to process the day", procs, poll_s=0.1)
+        batches = procs[0].stats.batches
+        rate = len(orders) / (batches[-1].t1 - batches[0].t0)
+    tick(1)
+    values = read_all(settings, "risk.decisions", expected)
+    decisions = sorted((obj["ts_event"], obj["decision_latency_ns"])
+                       for obj in map(orjson.loads, values))
+    result = latency_ms([lat for _, lat in decisions], segments)
+    result.update({"orders_events": len(orders), "worker_events_per_s": rate})
+    tick(1)
+    return result
+
+
+# --- restore ------------------------------------------------------------------------------
+
+
+def write_changelog(settings: Settings, template: Template, instruments: int,
+                    versions: int = 1) -> int:
+    """Signed snapshots of `instruments` warm instruments (`versions` per key, the latest
+    wins) in the market worker's changelog; returns the bytes written."""
+    codec = SnapshotCodec(settings.snapshot_key_bytes(), worker=MarketRiskProcessor.name,
+                          max_message_bytes=settings.max_message_bytes)
+    processor = MarketRiskProcessor()
+    symbols = [f"R{i:05d}" for i in range(instruments)]
+    clone_instruments(processor, template, symbols)
+    publisher = Publisher(settings, "market-worker.changelog", transactional=False)
+    written = 0
+    for version in range(versions):
+        messages = []
+        for i, symbol in enumerate(symbols):
+            partition = i % MARKET_PARTITIONS
+            snap = Snapshot(key=symbol, state=processor.snapshot(symbol), dedup=template.dedup,
+                            source_offset=version, partition=partition)
+            for key, value in codec.encode(snap):
+                messages.append(Message(key, partition, value, ""))
+                written += len(value)
+        publisher.publish(messages)
+    return written
+
+
+def _restored(proc: WorkerProcess, instruments: int) -> bool:
+    stats = proc.read()
+    return (sum(r.keys for r in stats.restores) >= instruments
+            and len(stats.restores) >= MARKET_PARTITIONS)
+
+
+def restore_runs(base: Settings, servers: str, template: Template, instruments: int,
+                 reps: int, workdir: Path, *, versions: int = 1,
+                 config_file: str | None = None, tick: Tick = _no_tick) -> dict[str, Any]:
+    settings = fresh_settings(base, servers, "restore")
+    written = write_changelog(settings, template, instruments, versions)
+    tick(1)
+    seconds, from_start = [], []
+    for rep in range(reps):
+        group = f"{settings.topic_prefix}restore-{rep}"
+        with workers(settings, "market", 1, workdir, f"restore-{rep}", "--group", group,
+                     config_file=config_file) as procs:
+            stats = procs[0].stats
+            wait_for(partial(_restored, procs[0], instruments), START_TIMEOUT_S,
+                     f"{instruments} instruments to be restored", procs, poll_s=0.05)
+            assigned = min(t for t, n, _ in stats.rebalances if n)
+            done = max(r.t1 for r in stats.restores)
+            seconds.append(done - assigned)
+            from_start.append(done - (stats.started or assigned))
+            procs[0].kill()  # the crash the next repetition recovers from
+        tick(1)
+    return {"seconds": seconds, "from_process_start_s": from_start, "instruments": instruments,
+            "changelog_bytes": written, "versions_per_key": versions}

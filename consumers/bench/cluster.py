@@ -1,0 +1,204 @@
+"""Broker-side plumbing of the benchmark: topics, worker processes, publishing, reading.
+
+Workers run as `python -m consumers.runtime <kind> ... --stats FILE`, one OS process each,
+so two workers really use two cores; their `--stats` files (`consumers.bench.probe`) say
+when each batch ran and when each checkpoint committed. Inputs are published inside one
+Kafka transaction per repetition: read-committed workers see nothing until the commit and
+then the whole repetition at once, as if it had been sitting in the topic before they
+started, without a worker joining the group in the middle of a measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from consumers.bench.probe import StatsFile
+from consumers.bench.workloads import Message
+from producers.broker import EmbeddedBroker
+from producers.kafka import flush_all, make_admin, make_consumer, make_producer
+from producers.provision import ensure_topics
+from schemas.settings import Settings
+from schemas.topics import all_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be made; the message is one readable line."""
+
+
+@contextmanager
+def bootstrap(servers: str | None) -> Iterator[str]:
+    """The given cluster, or an EmbeddedBroker of our own for the duration."""
+    if servers:
+        yield servers
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap
+
+
+def fresh_settings(base: Settings, servers: str, tag: str) -> Settings:
+    """`base` on `servers` with topics of its own (a new prefix), every topic created."""
+    prefix = f"{base.topic_prefix}bench-{tag}-{uuid.uuid4().hex[:6]}."
+    settings = base.model_copy(update={"bootstrap_servers": servers, "topic_prefix": prefix})
+    ensure_topics(settings, list(all_specs()))
+    return settings
+
+
+class WorkerProcess:
+    """One `python -m consumers.runtime` child with a stats file; stopped by PID."""
+
+    def __init__(self, settings: Settings, kind: str, workdir: Path, name: str,
+                 *extra: str, config_file: str | None = None) -> None:
+        assert settings.bootstrap_servers is not None
+        self.stats = StatsFile(workdir / f"{name}.stats.jsonl")
+        self.log = workdir / f"{name}.log"
+        cmd = [sys.executable, "-m", "consumers.runtime", kind,
+               "--bootstrap-servers", settings.bootstrap_servers,
+               "--topic-prefix", settings.topic_prefix, "--profile", settings.profile,
+               "--stats", str(self.stats.path), *extra]
+        if config_file:
+            cmd += ["--config", config_file]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                                            stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+
+    def check(self) -> None:
+        """BenchError when the worker exited on its own."""
+        code = self.process.poll()
+        if code is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise BenchError(f"worker {Path(self.stats.path).name} exited with {code}: "
+                             f"{tail[0] if tail else 'no output'}")
+
+    def read(self) -> StatsFile:
+        self.stats.read()
+        return self.stats
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.stats.read()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@contextmanager
+def workers(settings: Settings, kind: str, count: int, workdir: Path, tag: str,
+            *extra: str, config_file: str | None = None) -> Iterator[list[WorkerProcess]]:
+    started = [WorkerProcess(settings, kind, workdir, f"{tag}-{i}", *extra,
+                             config_file=config_file) for i in range(count)]
+    try:
+        yield started
+    finally:
+        for w in started:  # never leave a child behind, whatever failed
+            w.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
+             procs: Sequence[WorkerProcess] = (), poll_s: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for p in procs:
+            p.check()
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def group_members(settings: Settings, group: str) -> int:
+    """Members of a consumer group once it is stable (0 while it rebalances)."""
+    admin = make_admin(settings)
+    try:
+        described = admin.describe_consumer_groups([group])[group].result(10)
+    except Exception:  # noqa: BLE001 - the group may not exist yet
+        return 0
+    state = str(getattr(described.state, "name", described.state)).upper()
+    return len(described.members) if state == "STABLE" else 0
+
+
+class Publisher:
+    """Publishes benchmark inputs to one catalogue topic, to the partitions they name."""
+
+    def __init__(self, settings: Settings, topic: str, *, transactional: bool = True,
+                 **overrides: Any) -> None:
+        self.topic = settings.topic(topic)
+        fast: dict[str, Any] = {"linger.ms": 20, "batch.num.messages": 10_000,
+                                "queue.buffering.max.messages": 1_000_000, **overrides}
+        tid = f"{settings.topic_prefix}bench-input-{uuid.uuid4().hex[:8]}" \
+            if transactional else None
+        self.producer = make_producer(settings, transactional_id=tid, **fast)
+        self.transactional = transactional
+        if transactional:
+            self.producer.init_transactions(30)
+
+    def send(self, messages: Iterable[Message]) -> None:
+        produce = self.producer.produce
+        for m in messages:
+            while True:
+                try:
+                    produce(self.topic, m.value, m.key, m.partition)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        """All of `messages`, visible to read-committed readers at once (one transaction)."""
+        if self.transactional:
+            self.producer.begin_transaction()
+        self.send(messages)
+        if self.transactional:
+            self.producer.commit_transaction(60)
+        elif flush_all(self.producer, 60):
+            raise BenchError(f"could not deliver the inputs to {self.topic}")
+
+
+def reader(settings: Settings, topics: Iterable[str], **overrides: Any) -> Consumer:
+    """A read-committed consumer assigned to every partition of `topics` from the start."""
+    consumer = make_consumer(settings, None, read_committed=True, **overrides)
+    names = [settings.topic(t) for t in topics]
+    metadata = consumer.list_topics(timeout=10)
+    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING)
+                     for name in names for p in metadata.topics[name].partitions])
+    return consumer
+
+
+def read_all(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0,
+             ) -> list[bytes]:
+    """Values of the first `expected` committed messages of a catalogue topic."""
+    consumer = reader(settings, [topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(values) < expected:
+            if time.monotonic() > deadline:
+                raise BenchError(f"read {len(values)} of {expected} messages of "
+                                 f"{settings.topic(topic)} within {timeout_s:g} s")
+            for msg in consumer.consume(10_000, 0.2):
+                if msg.error() is None:
+                    values.append(msg.value())  # type: ignore[arg-type]
+    finally:
+        consumer.close()
+    return values

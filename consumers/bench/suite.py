@@ -1,0 +1,272 @@
+"""The benchmark suite: configurations, the run, the JSON and the table.
+
+`run_suite(config, base_settings, bootstrap_servers)` measures everything once, in this
+order (in-process first, so worker processes never compete with it), and returns the result
+dict: the figures of DESIGN.md section 8 under their fixed keys, `scaling`, and `details`
+(every repetition, the conditions of each measurement and secondary figures).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from consumers.bench import broker_runs, inprocess
+from consumers.bench.cluster import bootstrap
+from consumers.bench.measure import median, progress_bar
+from consumers.bench.workloads import market_messages, order_day
+from schemas.settings import Settings
+
+KEYS: tuple[str, ...] = (
+    "inprocess_events_per_s", "kafka_events_per_s", "kafka_to_inprocess_ratio",
+    "two_workers_speedup", "alert_latency_p50_ms", "alert_latency_p99_ms",
+    "decision_latency_p50_ms", "decision_latency_p99_ms", "bytes_per_instrument",
+    "bytes_per_account", "restore_s_1000_instruments", "codec_decode_us", "codec_encode_us",
+)
+"""The headline figures, each the median of the run's repetitions."""
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "kafka_to_inprocess_ratio": (">=", 0.85),
+    "two_workers_speedup": (">=", 1.7),
+    "alert_latency_p99_ms": ("<", 50.0),
+    "decision_latency_p99_ms": ("<", 1.0),
+    "restore_s_1000_instruments": ("<", 10.0),
+}
+"""DESIGN.md section 8."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    reps: int
+    """Repetitions of every throughput measurement (the median is reported)."""
+    instruments: int = 32
+    warmup_events: int = 2000
+    rep_events: int = 4000
+    latency_rate: float = 5000.0
+    latency_seconds: float = 4.0
+    latency_commit_ms: int = 20
+    """Commit interval of the latency worker: read-committed alerts are visible only once
+    their checkpoint commits, so this bounds the latency from below."""
+    crossed_every: int = 20
+    decision_orders: int = 5000
+    decision_accounts: int = 40
+    decision_instruments: int = 50
+    restore_instruments: int = 1000
+    restore_reps: int = 3
+    restore_versions: int = 1
+    codec_iterations: int = 2000
+    scaling_instruments: tuple[int, ...] = (10, 100, 1000)
+    scaling_events: int = 3000
+    scaling_accounts: tuple[int, ...] = (10, 100)
+    scaling_orders: int = 1500
+    latency_segments: int = 3
+    seed: int = 1
+
+
+QUICK = BenchConfig("quick", reps=3)
+FULL = BenchConfig("full", reps=5, warmup_events=3000, rep_events=15_000,
+                   latency_seconds=10.0, decision_orders=20_000, restore_reps=5,
+                   restore_versions=2, codec_iterations=20_000,
+                   scaling_instruments=(10, 100, 1000, 10_000), scaling_events=10_000,
+                   scaling_accounts=(10, 100, 1000), scaling_orders=6000,
+                   latency_segments=5)
+SMALLEST = BenchConfig("smallest", reps=2, instruments=8, warmup_events=300,
+                       rep_events=600, latency_rate=1000.0, latency_seconds=1.0,
+                       decision_orders=300,
+                       decision_accounts=8, decision_instruments=10, restore_instruments=40,
+                       restore_reps=1, codec_iterations=200, scaling_instruments=(10, 40),
+                       scaling_events=300, scaling_accounts=(5, 10), scaling_orders=100,
+                       latency_segments=2)
+CONFIGS = {c.name: c for c in (QUICK, FULL, SMALLEST)}
+
+
+class Steps:
+    """One progress bar per step of the suite, plus the wall time each step took."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str, total: float) -> Iterator[Callable[[int], None]]:
+        task: TaskID = self.progress.add_task(name, total=total)
+        start = time.perf_counter()
+
+        def tick(n: int) -> None:
+            self.progress.advance(task, n)
+
+        try:
+            yield tick
+        finally:
+            self.progress.update(task, completed=total)
+            self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
+def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
+              console: Console | None = None, config_file: str | None = None,
+              ) -> dict[str, Any]:
+    """Every measurement of `config`; see the module docstring."""
+    started = time.perf_counter()
+    details: dict[str, Any] = {"config": asdict(config)}
+    result: dict[str, Any] = {}
+    c = config
+    stream = market_messages(c.warmup_events + c.reps * c.rep_events,
+                             instruments=c.instruments, seed=c.seed)
+    warmup = stream[:c.warmup_events]
+    reps = [stream[c.warmup_events + i * c.rep_events:c.warmup_events + (i + 1) * c.rep_events]
+            for i in range(c.reps)]
+    with progress_bar(console) as progress, tempfile.TemporaryDirectory(
+            prefix="streamrisk-bench-") as tmp:
+        steps = Steps(progress)
+        workdir = Path(tmp)
+        # --- in-process -----------------------------------------------------------------
+        with steps.step("codec", 13 * c.reps) as tick:
+            rows = inprocess.codec_costs(c.reps, c.codec_iterations, tick)
+        result["codec_encode_us"] = median(r["encode_us"] for r in rows)
+        result["codec_decode_us"] = median(r["decode_us"] for r in rows)
+        details["codec"] = rows
+        with steps.step("market in-process", len(stream) * 2 - len(warmup)) as tick:
+            market = inprocess.market_rates(base, warmup, reps, tick)
+        result["inprocess_events_per_s"] = median(market.rates)
+        details["inprocess"] = {
+            "events_per_s_runs": market.rates, "cpu_events_per_s_runs": market.cpu_rates,
+            "process_only_events_per_s": median(market.process_only_rates),
+            "process_only_runs": market.process_only_rates, "instruments": c.instruments,
+            "events_per_rep": c.rep_events, "warmup_events": c.warmup_events}
+        with steps.step("state per instrument", 3) as tick:
+            template = inprocess.warm_template(base)
+            tick(1)
+            symbols = [f"W{i:03d}" for i in range(min(50, c.restore_instruments))]
+            probe = inprocess.build_processor("market", base)
+            inprocess.clone_instruments(probe, template, symbols)  # type: ignore[arg-type]
+            runner = inprocess.runner_for(probe, base)
+            for i, symbol in enumerate(symbols):
+                runner.key_partition[symbol] = i % 8
+                runner.dedup.restore(symbol, template.dedup)
+            warm = inprocess.state_size(runner, base,
+                                        lambda: inprocess.build_processor("market", base))
+            tick(1)
+            live = inprocess.state_size(market.runner, base,
+                                        lambda: inprocess.build_processor("market", base))
+            tick(1)
+        result["bytes_per_instrument"] = round(warm.memory_bytes)
+        details["instrument_state"] = {
+            "memory_bytes": warm.memory_bytes, "snapshot_bytes": warm.snapshot_bytes,
+            "restore_us_in_process": warm.restore_us,
+            "note": "warm instrument: every bounded window of its models full",
+            "after_benchmark_stream": asdict(live)}
+        orders = order_day(c.decision_orders, c.decision_instruments, c.decision_accounts,
+                           seed=c.seed)
+        with steps.step("orders in-process", len(orders)) as tick:
+            decisions = inprocess.decision_run(orders, base, tick)
+            accounts = inprocess.account_state(decisions, base)
+        result["bytes_per_account"] = round(accounts.memory_bytes)
+        details["account_state"] = asdict(accounts)
+        details["decisions_in_process"] = {
+            **inprocess.latency_ms(decisions.latencies_ns, c.latency_segments),
+            "events_per_s": decisions.events_per_s, "events": decisions.events}
+        sizes = len(c.scaling_instruments) * c.reps + len(c.scaling_accounts)
+        with steps.step("scaling", sizes) as tick:
+            inst = inprocess.instrument_scaling(base, template, c.scaling_instruments,
+                                                c.scaling_events, c.reps, tick)
+            accs = inprocess.account_scaling(base, c.scaling_accounts, c.scaling_orders, tick)
+        result["scaling"] = {"instruments": [asdict(p) for p in inst],
+                             "accounts": [asdict(p) for p in accs]}
+        # --- through the broker -----------------------------------------------------------
+        with bootstrap(servers) as kafka:
+            for count in (1, 2):
+                with steps.step(f"market worker x{count}", c.reps + 2) as tick:
+                    rates = broker_runs.worker_rates(base, kafka, count, warmup, reps,
+                                                     workdir, config_file=config_file,
+                                                     tick=tick)
+                details[f"kafka_x{count}"] = asdict(rates)
+            one = details["kafka_x1"]["rates"]
+            two = details["kafka_x2"]["rates"]
+            result["kafka_events_per_s"] = median(one)
+            result["kafka_to_inprocess_ratio"] = median(one) / result["inprocess_events_per_s"]
+            result["two_workers_speedup"] = median(two) / median(one)
+            timed = market_messages(c.warmup_events + int(c.latency_rate * c.latency_seconds),
+                                    instruments=c.instruments, seed=c.seed + 1,
+                                    crossed_every=c.crossed_every)
+            with steps.step("alert latency", len(timed) - c.warmup_events) as tick:
+                latency = broker_runs.alert_latency(
+                    base, kafka, timed[:c.warmup_events], timed[c.warmup_events:],
+                    c.latency_rate, c.latency_commit_ms, c.latency_segments, workdir,
+                    config_file=config_file, tick=tick)
+            result["alert_latency_p50_ms"] = latency["p50_ms"]
+            result["alert_latency_p99_ms"] = latency["p99_ms"]
+            details["alert_latency"] = latency
+            with steps.step("order worker", 3) as tick:
+                worker = broker_runs.worker_decisions(base, kafka, orders, c.latency_segments,
+                                                      workdir, config_file=config_file,
+                                                      tick=tick)
+            result["decision_latency_p50_ms"] = worker["p50_ms"]
+            result["decision_latency_p99_ms"] = worker["p99_ms"]
+            details["decisions_in_worker"] = worker
+            with steps.step(f"restore {c.restore_instruments} instruments",
+                            c.restore_reps + 1) as tick:
+                restore = broker_runs.restore_runs(
+                    base, kafka, template, c.restore_instruments, c.restore_reps, workdir,
+                    versions=c.restore_versions, config_file=config_file, tick=tick)
+            result["restore_s_1000_instruments"] = median(restore["seconds"])
+            details["restore"] = restore
+    details["steps_s"] = steps.seconds
+    details["total_s"] = round(time.perf_counter() - started, 1)
+    details["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                          "load_average": os.getloadavg()}
+    ordered = {key: result[key] for key in KEYS}
+    ordered["scaling"] = result["scaling"]
+    ordered["details"] = details
+    return ordered
+
+
+def verdicts(result: dict[str, Any]) -> dict[str, bool]:
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        value = result[key]
+        out[key] = value >= bound if op == ">=" else value < bound
+    return out
+
+
+def render(result: dict[str, Any], console: Console) -> None:
+    """The headline table, the scaling tables and the targets."""
+    met = verdicts(result)
+    table = Table(title=f"streamrisk bench ({result['details']['config']['name']}): "
+                        "medians of the run's repetitions")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    for key in KEYS:
+        value = result[key]
+        text = f"{value:,.3f}" if isinstance(value, float) and value < 100 else f"{value:,.0f}"
+        target = ""
+        if key in TARGETS:
+            op, bound = TARGETS[key]
+            target = f"{op} {bound:g}  " + ("[green]met[/]" if met[key] else "[red]missed[/]")
+        table.add_row(key, text, target)
+    console.print(table)
+    scaling = Table(title="scaling, in-process (events/s: median of repetitions)")
+    for column in ("keys", "kind", "events/s", "memory bytes/key", "snapshot bytes/key"):
+        scaling.add_column(column, justify="right")
+    for kind in ("instruments", "accounts"):
+        for point in result["scaling"][kind]:
+            scaling.add_row(f"{point['keys']:,}", kind, f"{point['events_per_s']:,.0f}",
+                            f"{point['memory_bytes_per_key']:,.0f}",
+                            f"{point['snapshot_bytes_per_key']:,.0f}")
+    console.print(scaling)
+    d = result["details"]
+    load = " ".join(f"{x:.2f}" for x in d["machine"]["load_average"])
+    console.print(f"load average at the end {load} on {d['machine']['cpus']} cores; "
+                  f"{d['total_s']} s in total")

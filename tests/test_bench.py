@@ -1,0 +1,150 @@
+"""`streamrisk bench`: the suite's pieces without a broker, then its smallest configuration
+end to end (own worker processes on the test broker) through the CLI. These tests check
+what the benchmark reports and how, never how fast anything is."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from consumers.bench.inprocess import latency_ms, market_rates, state_size
+from consumers.bench.probe import StatsFile, StatsRecorder
+from consumers.bench.suite import KEYS, SMALLEST, TARGETS, verdicts
+from consumers.bench.workloads import (
+    balanced_partitions,
+    market_events,
+    market_messages,
+    order_day,
+    order_topic,
+)
+from consumers.cli.app import main
+from schemas.codec import decode
+from schemas.market import Quote
+from schemas.settings import load_settings
+
+
+def test_balanced_partitions_spread_the_load_and_pin_each_key() -> None:
+    counts = Counter({f"K{i}": 10 + i for i in range(30)})
+    where = balanced_partitions(counts, 8)
+    load: Counter[int] = Counter()
+    for key, n in counts.items():
+        load[where[key]] += n
+    assert set(where) == set(counts) and set(load) == set(range(8))
+    assert max(load.values()) - min(load.values()) <= max(counts.values())
+
+
+def test_market_messages_keep_each_instrument_on_one_partition() -> None:
+    msgs = market_messages(400, instruments=6, seed=3)
+    assert len(msgs) == 400
+    seen: dict[str, int] = {}
+    for m in msgs:
+        assert seen.setdefault(m.key, m.partition) == m.partition
+        event = decode(m.value)
+        assert event.event_id == m.event_id and event.symbol == m.key  # type: ignore[attr-defined]
+
+
+def test_crossed_quotes_are_injected_for_latency_probes() -> None:
+    events = market_events(600, instruments=4, seed=2, crossed_every=5)
+    quotes = [e for e in events if isinstance(e, Quote)]
+    crossed = [q for q in quotes if q.bid > q.ask]
+    assert len(crossed) == len(quotes) // 5
+
+
+def test_order_day_routes_every_event_to_its_topic() -> None:
+    topics = Counter(order_topic(e)[0] for e in order_day(200, 5, 4, seed=1))
+    assert set(topics) == {"orders", "risk.instruments", "risk.limits"}
+
+
+def test_stats_file_reads_what_the_recorder_writes(tmp_path: Path) -> None:
+    path = tmp_path / "w.jsonl"
+    rec = StatsRecorder(path)
+    rec.rebalance(8, 0)
+    rec.restore(0.01, 3, 5)
+    rec.batch(0, 0.001)  # empty batches are not recorded
+    rec.batch(100, 0.02)
+    rec.batch(50, 0.01)
+    rec.checkpoint(0.0, 2, 7)  # spans as the worker reports them: after the batches
+    rec.rebalance(0, 8)
+    rec.rebalance(4, 0)
+    rec.close()
+    stats = StatsFile(path)
+    stats.read()
+    assert stats.events == 150 and len(stats.batches) == 2
+    assert stats.assigned == 4 and stats.restores[0].keys == 5
+    assert stats.committed_after(stats.batches[-1].t1) == stats.checkpoints[0]
+    assert stats.started is not None and stats.stopped is not None
+
+
+def test_latency_percentiles_are_medians_over_segments() -> None:
+    samples = [1_000_000] * 99 + [50_000_000]  # 1 ms, and one 50 ms outlier
+    result = latency_ms(samples * 2, 2)
+    assert result["p50_ms"] == 1.0 and result["samples"] == 200
+    assert len(result["p99_runs"]) == 2 and result["max_ms"] == 50.0
+
+
+def test_in_process_run_and_state_size_on_a_tiny_stream() -> None:
+    settings = load_settings(None)
+    msgs = market_messages(300, instruments=3, seed=1)
+    run = market_rates(settings, msgs[:100], [msgs[100:200], msgs[200:]])
+    assert len(run.rates) == 2 and all(r > 0 for r in run.rates)
+    assert sorted(run.runner.key_partition) == sorted({m.key for m in msgs})
+    from consumers.bench.inprocess import build_processor
+
+    size = state_size(run.runner, settings, lambda: build_processor("market", settings))
+    assert size.keys == 3 and size.memory_bytes > 1000 and size.snapshot_bytes > 1000
+
+
+def test_verdicts_follow_the_design_targets() -> None:
+    good = {"kafka_to_inprocess_ratio": 0.9, "two_workers_speedup": 1.8,
+            "alert_latency_p99_ms": 10.0, "decision_latency_p99_ms": 0.5,
+            "restore_s_1000_instruments": 2.0}
+    assert all(verdicts(good).values()) and set(verdicts(good)) == set(TARGETS)
+    assert not verdicts({**good, "two_workers_speedup": 1.2})["two_workers_speedup"]
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_smallest_suite_through_the_cli_writes_every_key(kafka_bootstrap: str,
+                                                         topic_prefix: str,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--smallest", "--json", str(out), "--bootstrap-servers",
+                 kafka_bootstrap, "--topic-prefix", topic_prefix, "--profile", "test"])
+    assert code == 0
+    result = orjson.loads(out.read_bytes())
+    assert list(result)[:len(KEYS)] == list(KEYS)
+    for key in KEYS:
+        value = result[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool), key
+        assert math.isfinite(value) and value > 0, (key, value)
+    assert result["alert_latency_p50_ms"] <= result["alert_latency_p99_ms"]
+    assert result["decision_latency_p50_ms"] <= result["decision_latency_p99_ms"]
+    assert result["kafka_to_inprocess_ratio"] == pytest.approx(
+        result["kafka_events_per_s"] / result["inprocess_events_per_s"])
+    scaling = result["scaling"]
+    assert [p["keys"] for p in scaling["instruments"]] == list(SMALLEST.scaling_instruments)
+    assert [p["keys"] for p in scaling["accounts"]] == list(SMALLEST.scaling_accounts)
+    for point in scaling["instruments"] + scaling["accounts"]:
+        assert point["events_per_s"] > 0 and point["memory_bytes_per_key"] > 0
+    details = result["details"]
+    assert len(details["kafka_x1"]["rates"]) == SMALLEST.reps
+    assert len(details["kafka_x2"]["rates"]) == SMALLEST.reps
+    # two workers really shared the partitions
+    assert all(min(counts) > 0 for counts in details["kafka_x2"]["per_worker_events"])
+    assert len(details["restore"]["seconds"]) == SMALLEST.restore_reps
+    assert details["alert_latency"]["samples"] > 0
+
+
+def test_bench_refuses_a_json_path_in_a_missing_directory(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         ) -> None:
+    code = main(["bench", "--smallest", "--json", str(tmp_path / "nope" / "b.json")])
+    assert code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]
+
+
