@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,12 +32,12 @@ from tests.processors import (
     runtime_specs,
     wait_committed,
 )
+from tests.worker_harness import WorkerProcess, Workers, group_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 CAP = 20_000
 OUTPUTS = ("risk.instruments", "risk.alerts", "dlq")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,56 +60,10 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return s
 
 
-class WorkerProcess:
-    """One `python -m consumers.runtime` child, stopped by PID."""
-
-    def __init__(self, settings: Settings, log: Path, *extra: str) -> None:
-        assert settings.bootstrap_servers is not None
-        cmd = [sys.executable, "-m", "consumers.runtime",
-               "--processor", "tests.processors:CountingProcessor",
-               "--bootstrap-servers", settings.bootstrap_servers,
-               "--topic-prefix", settings.topic_prefix, "--profile", settings.profile,
-               "--commit-interval", "200", *extra]
-        env = {**os.environ, "PYTHONPATH": str(ROOT),
-               "STREAMRISK_MAX_MESSAGE_BYTES": str(settings.max_message_bytes)}
-        self.log = log
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
-                                            stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None and self.process.returncode not in (0, -9):
-            raise AssertionError(f"worker exited with {self.process.returncode}: "
-                                 f"{self.log.read_text()[-2000:]}")
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def factory(settings: Settings, *extra: str) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", *extra)
-        started.append(worker)
-        return worker
-
-    yield factory
-    for worker in started:  # never leave a child behind, whatever failed
-        if worker.process.poll() is None:
-            worker.process.kill()
-            worker.process.wait(10)
-
-
-def group_of(settings: Settings) -> str:
-    return f"{settings.topic_prefix}market-worker"
+    with Workers(tmp_path) as workers:
+        yield workers.start
 
 
 def assert_matches(settings: Settings, reference: dict[tuple[str, str | None], list[object]],
