@@ -272,13 +272,14 @@ def _assert_nothing_left(run_dir: Path, workers_flags: str) -> None:
     """The children recorded in pids.json are gone (or their PID now belongs to some other
     program), and no process runs with this run's worker flags."""
     pids = json.loads((run_dir / "pids.json").read_text())
-    assert {"market-worker", "order-worker"} <= set(pids)
+    assert {"market-worker", "order-worker"} <= set(pids), pids
     for name, pid in pids.items():
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        ours = b"consumers.runtime" in cmdline or b"noida-db" in cmdline
+        ours = any(mark in cmdline for mark in (b"consumers.runtime", b"noida-db",
+                                                b"PR_SET_PDEATHSIG"))
         assert not (ours and _alive(pid)), f"{name} (pid {pid}) is still running"
     assert _processes_naming(workers_flags) == []
 
@@ -326,6 +327,7 @@ def test_demo_runs_end_to_end_on_its_own_broker(tmp_path: Path,
     assert f"./{run_dir}" in summary or str(run_dir) in summary
     # Nothing is left running: the broker, the workers.
     assert not noida_alive(broker_pid)
+    assert {"broker", "broker-guard"} <= set(json.loads((run_dir / "pids.json").read_text()))
     _assert_nothing_left(run_dir, f"--bootstrap-servers {bootstrap} --topic-prefix streamrisk.")
 
 

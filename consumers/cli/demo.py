@@ -29,6 +29,7 @@ the summary if the run had started), 2 bad options, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -161,8 +162,10 @@ class DemoRun:
                 st.phase = "starting"  # the worker has not committed anything yet
         if self.workers is not None and self.failure is None:
             for proc in self.workers.failed():
-                self.failure = (f"the {proc.name} exited unexpectedly (code {proc.exit_code}): "
-                                f"{proc.last_words()} (log {proc.log_path})")
+                code = proc.exit_code or 0
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                self.failure = (f"the {proc.name} {how} during the run; its log "
+                                f"{proc.log_path} ends: {proc.last_words()}")
                 st.problems.append(self.failure)
         if self.reader is not None and self.reader.error and self.reader.error not in st.problems:
             st.problems.append(self.reader.error)
@@ -228,6 +231,7 @@ def _start(ctx: Context, settings: Settings, stop: threading.Event, cleanup: Exi
     from consumers.demo.live import LiveState
     from consumers.demo.plan import DemoPlan, describe
     from consumers.demo.view import RunStatus
+    from consumers.demo.workers import record_pids, start_guard
     from producers.broker import EmbeddedBroker
     from producers.kafka import check_reachable
     from schemas.settings import DEFAULT_PREFIX
@@ -246,10 +250,15 @@ def _start(ctx: Context, settings: Settings, stop: threading.Event, cleanup: Exi
     else:
         run_dir = _run_dir(args.out)
         broker = EmbeddedBroker()  # its data (the whole log) in a temporary dir, removed
-        cleanup.callback(broker.stop)
+        guard: list[subprocess.Popen[bytes]] = []
+        cleanup.callback(_stop_broker, broker, guard)
         cleanup.callback(_keep_broker_log, broker, run_dir)
         broker.start()
         assert broker.process is not None
+        started = start_guard(broker.process.pid, "--kafka-port", str(broker.port))
+        if started is not None:
+            guard.append(started)
+            record_pids(run_dir, {"broker-guard": started.pid})
         settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
         where = f"embedded broker {broker.bootstrap}"
         ctx.out.print(f"embedded broker at {broker.bootstrap} (pid {broker.process.pid})",
@@ -263,10 +272,20 @@ def _start(ctx: Context, settings: Settings, stop: threading.Event, cleanup: Exi
     demo = DemoRun(ctx=ctx, settings=settings, stop=stop, run_dir=run_dir, status=status,
                    state=LiveState(), plan=plan, broker=broker)
     if broker is not None and broker.process is not None:
-        _write_pid(run_dir, "broker", broker.process.pid)
+        record_pids(run_dir, {"broker": broker.process.pid})
     _provision(demo)
     _start_workers(demo, cleanup)
     return demo
+
+
+def _stop_broker(broker: EmbeddedBroker, guard: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the broker, then its guard (SIGKILL: the guard must not act any more)."""
+    try:
+        broker.stop()
+    finally:
+        for proc in guard:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 def _keep_broker_log(broker: EmbeddedBroker, run_dir: Path) -> None:
@@ -306,15 +325,6 @@ def _run_dir(out: str | None) -> Path:
                            f"{exc.strerror or exc}") from None
 
 
-def _write_pid(run_dir: Path, name: str, pid: int) -> None:
-    import json
-
-    path = run_dir / "pids.json"
-    pids = json.loads(path.read_text()) if path.exists() else {}
-    pids[name] = pid
-    path.write_text(json.dumps(pids, indent=2) + "\n")
-
-
 def _provision(demo: DemoRun) -> None:
     from producers.provision import ensure_topics
 
@@ -339,8 +349,6 @@ def _start_workers(demo: DemoRun, cleanup: ExitStack) -> None:
     if getattr(ctx.args, "profile", None):
         flags += ["--profile", ctx.args.profile]
     workers = Workers(demo.run_dir, settings, flags)
-    if demo.broker is not None and demo.broker.process is not None:
-        workers.extra_pids["broker"] = demo.broker.process.pid
     demo.workers = workers
     cleanup.callback(_stop_workers, demo)
     for kind in ("market", "orders"):

@@ -118,8 +118,8 @@ def print_summary(console: Console, status: RunStatus, snap: Snapshot, labels: l
     _kv(facts, "outputs", outputs or "none")
     for name, (done, total) in sorted(status.progress.items()):
         if done < total:
-            _kv(facts, "", Text(f"{name} had processed {done:,} of {total:,} events when it "
-                                "was stopped", style="yellow"))
+            _kv(facts, "", Text(f"the {name} was {total - done:,} events behind when the run "
+                                "ended", style="yellow"))
     total = snap.accepted + snap.denied
     codes = ", ".join(f"{c} {n:,}" for c, n in snap.denial_codes.most_common(5))
     _kv(facts, "decisions", f"{total:,}: {snap.accepted:,} accepted, {snap.denied:,} denied"
@@ -163,8 +163,9 @@ def print_summary(console: Console, status: RunStatus, snap: Snapshot, labels: l
         del o
         console.print(line)
     elif labels:
-        console.print(Text("detections not scored: the run stopped before the workers "
-                           "caught up", style="yellow"))
+        why = {"interrupted": "the run was interrupted", "failed": "the run failed"}.get(
+            outcome, "the workers had not caught up")
+        console.print(Text(f"detections not scored: {why}", style="yellow"))
     console.print()
     _print_replay(console, snap, evaluation)
     _print_files(console, files, evaluation)

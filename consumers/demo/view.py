@@ -101,15 +101,15 @@ def mmss(seconds: float) -> str:
 def num(value: Any) -> str:
     """Compact figures for narrow columns: 0.000217, -445, 56.4, 104k, 1.02M.
 
-    >>> [num(v) for v in (0.000217, -445.3, -1234.5, 104270, 1016533.2, None)]
-    ['0.000217', '-445', '-1,234', '104k', '1.02M', '-']
+    >>> [num(v) for v in (0.000217, -445.3, -1234.5, 99100, 104270, 1016533.2, None)]
+    ['0.000217', '-445', '-1,234', '99.1k', '104k', '1.02M', '-']
     """
     if not isinstance(value, int | float):
         return "-"
     v = float(value)
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e4, "k")):
-        if abs(v) >= size:
-            return f"{v / size:.3g}{suffix}"
+    for above, unit, suffix in ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(v) >= above:
+            return f"{v / unit:.3g}{suffix}"
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
 
 

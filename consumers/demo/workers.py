@@ -7,7 +7,8 @@ so a Ctrl-C in the terminal reaches the demo only, and the demo stops them itsel
 (the worker's graceful stop: final checkpoint, leave the group), then SIGKILL if one has not
 exited after a grace period. On Linux a child also gets SIGTERM from the kernel if the demo
 dies without cleaning up (PR_SET_PDEATHSIG), so even a `kill -9` of the demo leaves no worker
-behind. Their PIDs are written to `<run dir>/pids.json` for whoever wants to check.
+behind; `start_guard` gives the same protection to the embedded broker, which another
+module starts. Their PIDs are written to `<run dir>/pids.json` for whoever wants to check.
 
 `WorkerProgress` tells how far each worker has got: its consumer group's committed offsets
 on its input topic (a worker commits with every checkpoint), read with plain consumers that
@@ -52,6 +53,58 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
 
 
+# A guard for a child this process did not start itself (the embedded broker): it sleeps
+# until the kernel tells it the demo died (PR_SET_PDEATHSIG), then stops that child by PID,
+# provided the PID still runs the same program (its arguments include all of `markers`).
+_GUARD = """\
+import ctypes, os, signal, sys, time
+parent, pid, markers = int(sys.argv[1]), int(sys.argv[2]), [m.encode() for m in sys.argv[3:]]
+def ours():
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = fh.read().split(b"\\0")
+    except OSError:
+        return False
+    return all(m in args for m in markers)
+def reap(*_):
+    if ours():
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            time.sleep(0.1)
+            if not ours():
+                break
+        else:
+            os.kill(pid, signal.SIGKILL)
+    os._exit(0)
+signal.signal(signal.SIGTERM, reap)
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != parent:
+    reap()
+while True:
+    signal.pause()
+"""
+
+
+def record_pids(run_dir: Path, pids: dict[str, int]) -> None:
+    """Add name -> PID entries to `<run dir>/pids.json`."""
+    path = run_dir / "pids.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    known.update(pids)
+    path.write_text(json.dumps(known, indent=2) + "\n")
+
+
+def start_guard(pid: int, *markers: str) -> subprocess.Popen[bytes] | None:
+    """Start a guard that stops `pid` (if its arguments still include `markers`) when the
+    demo dies without cleaning up; Linux only (None elsewhere). Stop the guard with SIGKILL
+    once `pid` has been stopped normally."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return subprocess.Popen([sys.executable, "-c", _GUARD, str(os.getpid()), str(pid),
+                             *markers],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 @dataclass
 class WorkerProcess:
     kind: str
@@ -90,7 +143,6 @@ class Workers:
         self.settings = settings
         self.global_args = global_args
         self.procs: list[WorkerProcess] = []
-        self.extra_pids: dict[str, int] = {}
 
     def start(self, kind: str) -> WorkerProcess:
         name, input_topic = KINDS[kind]
@@ -111,9 +163,7 @@ class Workers:
         return proc
 
     def write_pids(self) -> None:
-        pids = dict(self.extra_pids)
-        pids.update({p.name: p.pid for p in self.procs})
-        (self.run_dir / "pids.json").write_text(json.dumps(pids, indent=2) + "\n")
+        record_pids(self.run_dir, {p.name: p.pid for p in self.procs})
 
     def failed(self) -> list[WorkerProcess]:
         """Workers that exited on their own (they should run until stopped)."""
