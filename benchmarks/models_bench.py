@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import pickle
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from consumers.bench.measure import Clock
 from engine.features import InstrumentFeatures, MarketObs
 from engine.market_config import MarketRiskConfig
 from engine.market_risk import MarketRiskProcessor
@@ -69,20 +69,6 @@ def observations(events: list[Envelope]) -> dict[str, list[MarketObs]]:
         f = feats.setdefault(sym, InstrumentFeatures())
         out.setdefault(sym, []).append(f.update(ev))
     return out
-
-
-class Clock:
-    """Wall and CPU seconds, accumulated over start/stop pairs."""
-
-    def __init__(self) -> None:
-        self.wall = self.cpu = 0.0
-
-    def start(self) -> None:
-        self._w, self._c = time.perf_counter(), time.process_time()
-
-    def stop(self) -> None:
-        self.wall += time.perf_counter() - self._w
-        self.cpu += time.process_time() - self._c
 
 
 def time_features(events: list[Envelope]) -> Clock:

@@ -14,15 +14,15 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producers.broker import EmbeddedBroker
+from consumers.bench.cluster import bootstrap as cluster_bootstrap
 from producers.provision import ensure_topics
 from producers.publisher import Publisher
 from producers.replay import RecordingFile, replay
@@ -34,14 +34,8 @@ from schemas.topics import by_name
 START_NS = time.time_ns() // 10**9 * 10**9
 
 
-@contextmanager
-def bootstrap() -> Iterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP")
-    if external:
-        yield external
-        return
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap
+def bootstrap() -> AbstractContextManager[str]:
+    return cluster_bootstrap(os.environ.get("KAFKA_BOOTSTRAP"))
 
 
 def fresh_settings(servers: str) -> Settings:

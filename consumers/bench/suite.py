@@ -25,7 +25,7 @@ from rich.table import Table
 from consumers.bench import broker_runs, inprocess
 from consumers.bench.cluster import bootstrap
 from consumers.bench.measure import median, progress_bar
-from consumers.bench.workloads import market_messages, order_day
+from consumers.bench.workloads import codec_samples, market_messages, order_day
 from schemas.settings import Settings
 
 KEYS: tuple[str, ...] = (
@@ -132,7 +132,7 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
         steps = Steps(progress)
         workdir = Path(tmp)
         # --- in-process -----------------------------------------------------------------
-        with steps.step("codec", 13 * c.reps) as tick:
+        with steps.step("codec", len(codec_samples()) * c.reps) as tick:
             rows = inprocess.codec_costs(c.reps, c.codec_iterations, tick)
         result["codec_encode_us"] = median(r["encode_us"] for r in rows)
         result["codec_decode_us"] = median(r["decode_us"] for r in rows)
