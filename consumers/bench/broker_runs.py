@@ -101,13 +101,19 @@ def processed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
 class WorkerRates:
     workers: int
     rates: list[float] = field(default_factory=list)
+    cpu_us_per_event: list[float] = field(default_factory=list)
+    """CPU of the worker processes (every thread) per event, per repetition."""
     per_worker_events: list[list[int]] = field(default_factory=list)
     checkpoints: int = 0
     checkpoint_ms_median: float = 0.0
 
 
-def span_rate(procs: Sequence[WorkerProcess], events: int, since: float) -> tuple[float, list[int]]:
+def span_rate(procs: Sequence[WorkerProcess], events: int, since: float,
+              ) -> tuple[float, list[int], float]:
+    """Events/s from the first batch started after `since` to the end of the checkpoint
+    committing the last one; events per process; CPU seconds the processes used."""
     starts, ends, counts = [], [], []
+    cpu = 0.0
     for p in procs:
         batches = [b for b in p.stats.batches if b.t0 >= since]
         counts.append(sum(b.n for b in batches))
@@ -118,40 +124,66 @@ def span_rate(procs: Sequence[WorkerProcess], events: int, since: float) -> tupl
         assert commit is not None
         starts.append(min(b.t0 for b in batches))
         ends.append(last + (commit.t1 - commit.t0))
-    return events / (max(ends) - min(starts)), counts
+        # The CPU counter is read at the end of every batch and checkpoint: from the last
+        # reading before the repetition (the process was frozen until just before it).
+        earlier = [s.cpu for s in (*p.stats.batches, *p.stats.checkpoints) if s.t1 < since]
+        cpu += commit.cpu - (max(earlier) if earlier else batches[0].cpu)
+    return events / (max(ends) - min(starts)), counts, cpu
 
 
-def worker_rates(base: Settings, servers: str, count: int, warmup: Sequence[Message],
-                 reps: Sequence[Sequence[Message]], workdir: Path, *,
-                 config_file: str | None = None, tick: Tick = _no_tick) -> WorkerRates:
-    settings = fresh_settings(base, servers, f"rate{count}")
-    group = f"{settings.topic_prefix}market-worker"
-    publisher = Publisher(settings, "market")
-    result = WorkerRates(count)
-    with workers(settings, "market", count, workdir, f"market-x{count}",
-                 config_file=config_file) as procs:
-        wait_ready(settings, procs, group)
-        tick(1)
+class MarketGroup:
+    """A group of `count` market worker processes on topics of their own. Repetitions are
+    published one transaction each; between them the processes can be frozen (SIGSTOP) so
+    that other measurements run on an otherwise idle machine."""
+
+    def __init__(self, base: Settings, servers: str, count: int, workdir: Path, *,
+                 config_file: str | None = None) -> None:
+        self.settings = fresh_settings(base, servers, f"rate{count}")
+        self.group = f"{self.settings.topic_prefix}market-worker"
+        self.publisher = Publisher(self.settings, "market")
+        self.result = WorkerRates(count)
+        self.total = 0
+        self.procs = [WorkerProcess(self.settings, "market", workdir, f"market-x{count}-{i}",
+                                    config_file=config_file) for i in range(count)]
+
+    def ready(self, warmup: Sequence[Message]) -> None:
+        """Every process in the group, every partition assigned, the warm-up processed."""
+        wait_ready(self.settings, self.procs, self.group)
         since = time.perf_counter()
-        publisher.publish(warmup)
-        total = len(warmup)
-        wait_for(lambda: processed(procs, total, since), START_TIMEOUT_S, "the warm-up", procs)
-        tick(1)
-        for rep in reps:
-            since = time.perf_counter()
-            publisher.publish(rep)
-            total += len(rep)
-            wait_for(lambda: processed(procs, total, since), START_TIMEOUT_S,  # noqa: B023
-                     "a repetition to be committed", procs)
-            rate, counts = span_rate(procs, len(rep), since)
-            result.rates.append(rate)
-            result.per_worker_events.append(counts)
-            tick(1)
-    spans = [c for p in procs for c in p.stats.checkpoints if c.n]
-    result.checkpoints = len(spans)
-    if spans:
-        result.checkpoint_ms_median = percentile([(c.t1 - c.t0) * 1000 for c in spans], 0.5)
-    return result
+        self.publisher.publish(warmup)
+        self.total += len(warmup)
+        wait_for(lambda: processed(self.procs, self.total, since), START_TIMEOUT_S,
+                 "the warm-up", self.procs)
+
+    def rep(self, messages: Sequence[Message]) -> float:
+        since = time.perf_counter()
+        self.publisher.publish(messages)
+        self.total += len(messages)
+        wait_for(lambda: processed(self.procs, self.total, since), START_TIMEOUT_S,
+                 "a repetition to be committed", self.procs)
+        rate, counts, cpu = span_rate(self.procs, len(messages), since)
+        self.result.rates.append(rate)
+        self.result.cpu_us_per_event.append(cpu / len(messages) * 1e6)
+        self.result.per_worker_events.append(counts)
+        return rate
+
+    def freeze(self) -> None:
+        for p in self.procs:
+            p.freeze()
+
+    def thaw(self) -> None:
+        for p in self.procs:
+            p.thaw()
+
+    def close(self) -> WorkerRates:
+        for p in self.procs:
+            p.stop()
+        spans = [c for p in self.procs for c in p.stats.checkpoints if c.n]
+        self.result.checkpoints = len(spans)
+        if spans:
+            self.result.checkpoint_ms_median = percentile(
+                [(c.t1 - c.t0) * 1000 for c in spans], 0.5)
+        return self.result
 
 
 # --- latency ------------------------------------------------------------------------------

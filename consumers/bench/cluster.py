@@ -89,7 +89,17 @@ class WorkerProcess:
         self.stats.read()
         return self.stats
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process takes no CPU (and sends no fetch) until `thaw`."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self, timeout_s: float = 30.0) -> None:
+        self.thaw()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -71,6 +71,50 @@ def feed(runner: EventRunner, messages: Sequence[Message], offsets: dict[int, in
     return outputs
 
 
+class InProcessMarket:
+    """The market processor behind an EventRunner, fed repetition by repetition (the same
+    sequence a Kafka measurement gives its worker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runner = runner_for(build_processor("market", settings), settings)
+        self.offsets: dict[int, int] = {}
+        self.rates: list[float] = []
+        self.cpu_rates: list[float] = []
+
+    def warm(self, messages: Sequence[Message], tick: Tick = _no_tick) -> None:
+        feed(self.runner, messages, self.offsets, tick)
+
+    def rep(self, messages: Sequence[Message], tick: Tick = _no_tick) -> float:
+        gc.collect()
+        w, c = time.perf_counter(), time.process_time()
+        feed(self.runner, messages, self.offsets, tick)
+        rate = len(messages) / (time.perf_counter() - w)
+        self.rates.append(rate)
+        self.cpu_rates.append(len(messages) / max(1e-9, time.process_time() - c))
+        return rate
+
+
+def process_only_rates(settings: Settings, warmup: Sequence[Message],
+                       reps: Sequence[Sequence[Message]], tick: Tick = _no_tick,
+                       ) -> list[float]:
+    """The model-only limit: `processor.process` on already decoded events, nothing else."""
+    processor = build_processor("market", settings)
+    for m in warmup:
+        processor.process(decode(m.value))
+    rates = []
+    for rep in reps:
+        events = [decode(m.value) for m in rep]
+        gc.collect()
+        start = time.perf_counter()
+        process = processor.process
+        for event in events:
+            process(event)
+        rates.append(len(events) / (time.perf_counter() - start))
+        tick(len(events))
+    return rates
+
+
 @dataclass
 class MarketRun:
     rates: list[float]
@@ -83,33 +127,13 @@ class MarketRun:
 
 def market_rates(settings: Settings, warmup: Sequence[Message],
                  reps: Sequence[Sequence[Message]], tick: Tick = _no_tick) -> MarketRun:
-    """Warm-up then each repetition, in order, through one runner (the same sequence the
-    Kafka measurement gives its worker)."""
-    runner = runner_for(build_processor("market", settings), settings)
-    offsets: dict[int, int] = {}
-    feed(runner, warmup, offsets, tick)
-    rates, cpu_rates = [], []
+    """Warm-up then each repetition through one runner, then the model-only limit."""
+    market = InProcessMarket(settings)
+    market.warm(warmup, tick)
     for rep in reps:
-        gc.collect()
-        w, c = time.perf_counter(), time.process_time()
-        feed(runner, rep, offsets, tick)
-        rates.append(len(rep) / (time.perf_counter() - w))
-        cpu_rates.append(len(rep) / max(1e-9, time.process_time() - c))
-    # The model-only limit: the processor on already decoded events, nothing else.
-    only = []
-    processor = build_processor("market", settings)
-    for m in warmup:
-        processor.process(decode(m.value))
-    for rep in reps:
-        events = [decode(m.value) for m in rep]
-        gc.collect()
-        w = time.perf_counter()
-        process = processor.process
-        for event in events:
-            process(event)
-        only.append(len(events) / (time.perf_counter() - w))
-        tick(len(events))
-    return MarketRun(rates, cpu_rates, only, runner)
+        market.rep(rep, tick)
+    only = process_only_rates(settings, warmup, reps, tick)
+    return MarketRun(market.rates, market.cpu_rates, only, market.runner)
 
 
 def codec_costs(reps: int, iterations: int, tick: Tick = _no_tick,

@@ -137,14 +137,6 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
         result["codec_encode_us"] = median(r["encode_us"] for r in rows)
         result["codec_decode_us"] = median(r["decode_us"] for r in rows)
         details["codec"] = rows
-        with steps.step("market in-process", len(stream) * 2 - len(warmup)) as tick:
-            market = inprocess.market_rates(base, warmup, reps, tick)
-        result["inprocess_events_per_s"] = median(market.rates)
-        details["inprocess"] = {
-            "events_per_s_runs": market.rates, "cpu_events_per_s_runs": market.cpu_rates,
-            "process_only_events_per_s": median(market.process_only_rates),
-            "process_only_runs": market.process_only_rates, "instruments": c.instruments,
-            "events_per_rep": c.rep_events, "warmup_events": c.warmup_events}
         with steps.step("state per instrument", 3) as tick:
             template = inprocess.warm_template(base)
             tick(1)
@@ -157,16 +149,12 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
                 runner.dedup.restore(symbol, template.dedup)
             warm = inprocess.state_size(runner, base,
                                         lambda: inprocess.build_processor("market", base))
-            tick(1)
-            live = inprocess.state_size(market.runner, base,
-                                        lambda: inprocess.build_processor("market", base))
-            tick(1)
+            tick(2)
         result["bytes_per_instrument"] = round(warm.memory_bytes)
         details["instrument_state"] = {
             "memory_bytes": warm.memory_bytes, "snapshot_bytes": warm.snapshot_bytes,
             "restore_us_in_process": warm.restore_us,
-            "note": "warm instrument: every bounded window of its models full",
-            "after_benchmark_stream": asdict(live)}
+            "note": "warm instrument: every bounded window of its models full"}
         orders = order_day(c.decision_orders, c.decision_instruments, c.decision_accounts,
                            seed=c.seed)
         with steps.step("orders in-process", len(orders)) as tick:
@@ -186,17 +174,58 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
                              "accounts": [asdict(p) for p in accs]}
         # --- through the broker -----------------------------------------------------------
         with bootstrap(servers) as kafka:
-            for count in (1, 2):
-                with steps.step(f"market worker x{count}", c.reps + 2) as tick:
-                    rates = broker_runs.worker_rates(base, kafka, count, warmup, reps,
-                                                     workdir, config_file=config_file,
-                                                     tick=tick)
-                details[f"kafka_x{count}"] = asdict(rates)
+            with steps.step("start worker groups x1, x2", 2) as tick:
+                groups: list[broker_runs.MarketGroup] = []
+                try:
+                    for n in (1, 2):  # all three processes start together
+                        groups.append(broker_runs.MarketGroup(base, kafka, n, workdir,
+                                                              config_file=config_file))
+                    for group in groups:
+                        group.ready(warmup)
+                        group.freeze()
+                        tick(1)
+                except BaseException:
+                    for group in groups:
+                        group.close()
+                    raise
+            # Interleaved: in-process, one worker, two workers, for each repetition, with the
+            # groups not being measured frozen, so all three see the same machine.
+            market = inprocess.InProcessMarket(base)
+            try:
+                with steps.step("market: in-process, x1, x2", len(stream) + 2 * c.reps,
+                                ) as tick:
+                    market.warm(warmup, tick)
+                    for rep in reps:
+                        market.rep(rep, tick)
+                        for group in groups:
+                            group.thaw()
+                            group.rep(rep)
+                            group.freeze()
+                            tick(1)
+            finally:
+                for group in groups:
+                    details[f"kafka_x{len(group.procs)}"] = asdict(group.close())
+            with steps.step("market: processor alone", len(stream) - len(warmup)) as tick:
+                only = inprocess.process_only_rates(base, warmup, reps, tick)
+            result["inprocess_events_per_s"] = median(market.rates)
+            live = inprocess.state_size(market.runner, base,
+                                        lambda: inprocess.build_processor("market", base))
+            details["inprocess"] = {
+                "events_per_s_runs": market.rates, "cpu_events_per_s_runs": market.cpu_rates,
+                "cpu_us_per_event": 1e6 / median(market.cpu_rates),
+                "process_only_events_per_s": median(only), "process_only_runs": only,
+                "instruments": c.instruments, "events_per_rep": c.rep_events,
+                "warmup_events": c.warmup_events, "state_after_stream": asdict(live)}
             one = details["kafka_x1"]["rates"]
             two = details["kafka_x2"]["rates"]
             result["kafka_events_per_s"] = median(one)
             result["kafka_to_inprocess_ratio"] = median(one) / result["inprocess_events_per_s"]
             result["two_workers_speedup"] = median(two) / median(one)
+            details["ratios_per_rep"] = {
+                "kafka_to_inprocess": [k / i for k, i in zip(one, market.rates, strict=True)],
+                "two_workers_speedup": [t / o for t, o in zip(two, one, strict=True)],
+                "cpu_kafka_to_inprocess": 1e6 / median(market.cpu_rates)
+                / median(details["kafka_x1"]["cpu_us_per_event"])}
             timed = market_messages(c.warmup_events + int(c.latency_rate * c.latency_seconds),
                                     instruments=c.instruments, seed=c.seed + 1,
                                     crossed_every=c.crossed_every)
