@@ -18,6 +18,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -48,6 +49,7 @@ OUTPUTS = ("risk.instruments", "risk.alerts", "risk.model-health", "dlq")
 SCENARIOS = ("flash-crash", "stale-feed", "crossed-quotes")
 EVENTS = 8000
 INSTRUMENTS = 20
+SPEED = 20.0  # event-time pace of the live part of the kill test (~56 s of market time)
 
 Output = tuple[str, str | None, bytes]
 
@@ -92,12 +94,12 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         yield workers.start
 
 
-def replay_into(settings: Settings, recording: Path, start: int = 0,
-                stop: int = EVENTS) -> dict[int, int]:
-    """Publish messages [start, stop) of the recording to `market` (producers.replay); the
-    end offset of each partition of the topic afterwards."""
+def replay_into(settings: Settings, recording: Path, start: int = 0, stop: int = EVENTS,
+                speed: float | None = None) -> dict[int, int]:
+    """Publish messages [start, stop) of the recording to `market` (producers.replay, paced
+    at `speed` times event time when given); the end offset of each partition afterwards."""
     with RecordingFile(recording) as source, Publisher(settings) as publisher:
-        stats = replay(itertools.islice(source.lines(), start, stop), publisher)
+        stats = replay(itertools.islice(source.lines(), start, stop), publisher, speed=speed)
         result = publisher.close()
     assert result.ok and stats.published == stop - start and not stats.bad, result.summary()
     ends = high_watermarks(settings, "market")
@@ -181,13 +183,17 @@ def test_kill_9_mid_stream_and_restart_give_evaluates_outputs(
     half = EVENTS // 2
     wait_committed(settings, group_of(settings), "market",
                    replay_into(settings, recording, 0, half), timeout_s=120, alive=first.alive)
-    ends = replay_into(settings, recording, half, EVENTS)
-    deadline = time.monotonic() + 120
-    while committed_total(settings) < half + EVENTS // 8:  # a few checkpoints in
-        assert first.alive() and time.monotonic() < deadline
-        time.sleep(0.05)
-    first.kill()
-    at_kill = committed_total(settings)
+    # The rest arrives live, over a few seconds, so the kill lands with every partition
+    # part-way through it and transactions open, however fast the machine.
+    with ThreadPoolExecutor(1) as pool:
+        rest = pool.submit(replay_into, settings, recording, half, EVENTS, SPEED)
+        deadline = time.monotonic() + 120
+        while committed_total(settings) < half + EVENTS // 8:  # a few checkpoints in
+            assert first.alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        first.kill()
+        at_kill = committed_total(settings)
+        ends = rest.result()
     assert at_kill < EVENTS, "the worker finished before it could be killed"
     restarted = spawn(settings, "--instance-id", "m1")
     wait_committed(settings, group_of(settings), "market", ends, timeout_s=120,
