@@ -223,7 +223,7 @@ def test_live_view_fits_the_terminal(width: int, height: int, panels: tuple[str,
         assert cell in text, cell
     if len(panels) == 4:
         for cell in ("RATE_THROTTLE (101 vs 100)", "HALTED", "strategy:ACC-1/momo",
-                     "order_rate", "101 / 100", "PnL -1,234 · gross 2.5M"):
+                     "order_rate 101 over 100", "PnL -1,234 · gross 2.5M"):
             assert cell in text, cell
 
 

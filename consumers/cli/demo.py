@@ -240,7 +240,8 @@ def _start(ctx: Context, settings: Settings, stop: threading.Event, cleanup: Exi
     broker = None
     if settings.bootstrap_servers:
         check_reachable(settings)  # one line within the connect timeout, before any file
-        explicit = args.topic_prefix is not None or settings.topic_prefix != DEFAULT_PREFIX
+        explicit = (getattr(args, "topic_prefix", None) is not None
+                    or settings.topic_prefix != DEFAULT_PREFIX)
         if not explicit:
             settings = settings.model_copy(update={"topic_prefix": _unique_prefix()})
         run_dir = _run_dir(args.out)

@@ -115,6 +115,7 @@ class Snapshot:
     states: dict[str, ScopeState]
     accounts: dict[str, dict[str, Any]]
     dead_letters: Counter[str]
+    dead_letter_reasons: dict[str, str]
     instruments: dict[str, dict[str, Any]]
     signals: list[Signal]
     market_alert_ids: set[str]
@@ -142,6 +143,7 @@ class LiveState:
     states: dict[str, ScopeState] = field(default_factory=dict)
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    dead_letter_reasons: dict[str, str] = field(default_factory=dict)
     instruments: dict[str, dict[str, Any]] = field(default_factory=dict)
     instrument_marks: dict[str, int] = field(default_factory=dict)
     signals: list[Signal] = field(default_factory=list)
@@ -245,7 +247,9 @@ class LiveState:
         return self.instrument_marks.get(symbol)  # one dict read: safe without the lock
 
     def _dead_letter(self, v: Event) -> None:
-        self.dead_letters[str(v.get("error_kind", "unknown"))] += 1
+        kind = str(v.get("error_kind", "unknown"))
+        self.dead_letters[kind] += 1
+        self.dead_letter_reasons.setdefault(kind, f"{v.get('worker')}: {v.get('reason')}")
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -266,6 +270,7 @@ class LiveState:
                 states={k: ScopeState(**vars(s)) for k, s in self.states.items()},
                 accounts={k: dict(v) for k, v in self.accounts.items()},
                 dead_letters=Counter(self.dead_letters),
+                dead_letter_reasons=dict(self.dead_letter_reasons),
                 instruments={k: dict(v) for k, v in self.instruments.items()},
                 signals=list(self.signals) if full else [],
                 market_alert_ids=set(self.market_alert_ids) if full else set(),

@@ -136,8 +136,10 @@ def print_summary(console: Console, status: RunStatus, snap: Snapshot, labels: l
         states += "; at the end " + "; ".join(f"{s.scope} {s.state.upper()} ({s.cause})"
                                               for s in held[:4])
     _kv(facts, "states", states)
-    if snap.dead_letters:
-        _kv(facts, "dead letters", ", ".join(f"{k} {n}" for k, n in snap.dead_letters.items()))
+    for i, (kind, n) in enumerate(snap.dead_letters.most_common()):
+        _kv(facts, "" if i else "dead letters",
+            Text(f"{n:,} {kind}, the first: {snap.dead_letter_reasons.get(kind, '?')}",
+                 style="yellow"))
     if feed:
         held = feed["orders_aligned"] + feed["orders_by_timeout"]
         text = (f"{held:,} order-flow events held until their instrument's risk was out "
@@ -168,6 +170,7 @@ def print_summary(console: Console, status: RunStatus, snap: Snapshot, labels: l
         console.print(Text(f"detections not scored: {why}", style="yellow"))
     console.print()
     _print_replay(console, snap, evaluation)
+    console.print()
     _print_files(console, files, evaluation)
 
 
@@ -226,29 +229,33 @@ def _print_replay(console: Console, snap: Snapshot, evaluation: Evaluation) -> N
     ids = evaluation.market_alert_ids
     if ids is None:
         return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column()
     live = snap.market_alert_ids
-    line = Text.assemble(("replay check ", "bold"))
     if ids == live:
-        line.append("identical: ", style="bold green")
-        line.append(f"the recording run in-process (streamrisk evaluate) gives the same "
-                    f"{len(ids):,} market alerts, event id for event id, as the market "
-                    "worker did live")
+        text = Text.assemble(("identical: ", "bold green"),
+                             f"the recording run in-process (streamrisk evaluate) gives the "
+                             f"same {len(ids):,} market alerts, event id for event id, as the "
+                             "market worker did live")
     else:
-        line.append("differs: ", style="bold red")
-        line.append(f"{len(live - ids):,} market alerts only live, {len(ids - live):,} only "
-                    "in the in-process run of the recording (see the worker logs)")
-    console.print(line)
+        text = Text.assemble(("differs: ", "bold red"),
+                             f"{len(live - ids):,} market alerts only live, "
+                             f"{len(ids - live):,} only in the in-process run of the "
+                             "recording (see the worker logs)")
+    grid.add_row("replay check", text)
     replay = evaluation.decisions
     if replay:
         same = sum(1 for key, outcome in snap.decisions.items() if replay.get(key) == outcome)
         total = max(len(replay), len(snap.decisions))
-        text = Text(f"             decisions: {same:,} of {total:,} identical to the "
-                    "in-process run")
+        text = Text(f"{same:,} of {total:,} pre-trade decisions identical to the in-process "
+                    "run")
         if same < total:
             text.append(" (the others met instrument risk at another point than the "
                         "in-process event-time alignment: the worker runtime does not hold "
                         "orders for it)", style="yellow")
-        console.print(text)
+        grid.add_row("", text)
+    console.print(grid)
 
 
 def _print_files(console: Console, files: Files, evaluation: Evaluation) -> None:

@@ -212,21 +212,31 @@ class DemoView:
                      border_style="blue")
 
     def _alerts(self, snap: Snapshot, width: int, height: int) -> RenderableType:
-        rows = max(0, height - 4)
+        shown = snap.alerts[:max(0, height - 4)]
+        cells = [(clock(a.get("ts_event"), tenths=True), str(a.get("severity", "info")),
+                  str(a.get("reason_code")), alert_entity(a),
+                  f"{num(a.get('observed'))} vs {num(a.get('threshold'))}",
+                  str(a.get("message", ""))) for a in shown]
+        # The explanation takes what the figures leave, or goes when that is too little.
+        # time 10, severity badge 6, 2 of padding per column, 4 of panel border and padding.
+        fixed = 10 + 6 + max((len(c[2]) + len(c[3]) + max(len(c[4]), 16) for c in cells),
+                             default=0) + 2 * 6 + 4
+        why = width - fixed >= 16
         table = _table()
         table.add_column("time", no_wrap=True, style="dim")
         table.add_column("sev", no_wrap=True)
         table.add_column("reason", no_wrap=True, style="bold")
         table.add_column("entity", no_wrap=True, style="cyan")
-        table.add_column("observed vs threshold", no_wrap=True, justify="right")
-        table.add_column("why", no_wrap=True, overflow="ellipsis", ratio=1, style="grey70")
-        for a in snap.alerts[:rows]:
-            sev = str(a.get("severity", "info"))
-            table.add_row(clock(a.get("ts_event"), tenths=True),
-                          badge(sev.upper()[:4], SEVERITY_STYLE.get(sev, "")),
-                          str(a.get("reason_code")), alert_entity(a),
-                          f"{num(a.get('observed'))} vs {num(a.get('threshold'))}",
-                          str(a.get("message", "")))
+        table.add_column("observed vs thr." if not why else "observed vs threshold",
+                         no_wrap=True, justify="right")
+        if why:
+            table.add_column("why", no_wrap=True, overflow="ellipsis", ratio=1,
+                             style="grey70")
+        for time_, sev, code, entity, figures, message in cells:
+            row: list[RenderableType] = [time_, badge(sev.upper()[:4],
+                                                      SEVERITY_STYLE.get(sev, "")),
+                                         code, entity, figures]
+            table.add_row(*row, *([message] if why else []))
         by_sev = snap.alerts_by_severity
         title = Text.assemble(("Alerts ", "bold"), f"{sum(by_sev.values()):,}  ",
                               (f"{by_sev.get('critical', 0)} critical", "red"), " · ",
@@ -267,23 +277,22 @@ class DemoView:
                      border_style="yellow" if snap.denials else "grey50")
 
     def _breaches(self, snap: Snapshot, width: int, height: int) -> RenderableType:
-        rows = max(0, height - 4)
-        table = _table()
-        table.add_column("time", no_wrap=True, style="dim")
-        table.add_column("scope", no_wrap=True, style="cyan")
-        table.add_column("limit", no_wrap=True, overflow="ellipsis")
-        table.add_column("level", no_wrap=True)
-        table.add_column("observed / limit", no_wrap=True, justify="right")
-        for b in snap.breaches[:rows]:
+        # One line per breach rather than a table: it stays readable in a narrow column.
+        lines = []
+        for b in snap.breaches[:max(0, height - 2)]:
             level = str(b.get("level"))
-            scope = str(b.get("scope", ""))
-            table.add_row(clock(b.get("ts_event")), scope.removeprefix("account:"),
-                          str(b.get("metric")),
-                          badge(level.upper(), LEVEL_STYLE.get(level, "")),
-                          f"{num(b.get('observed'))} / {num(b.get('limit'))}")
-        title = Text.assemble(("Limit breaches ", "bold"), f"{len(snap.breaches):,}"
-                              if len(snap.breaches) < 200 else "200+")
-        body: RenderableType = table if snap.breaches else Text("no limit breached yet",
+            line = Text(no_wrap=True, overflow="ellipsis")
+            line.append(clock(b.get("ts_event")) + " ", style="dim")
+            line.append(badge(level.upper(), LEVEL_STYLE.get(level, "")))
+            line.append(f" {str(b.get('scope', '')).removeprefix('account:')} ", style="cyan")
+            line.append(f"{b.get('metric')} ", style="bold")
+            line.append(f"{num(b.get('observed'))} over {num(b.get('limit'))}")
+            lines.append(line)
+        total = sum(snap.breaches_by_metric.values())
+        hard = sum(n for key, n in snap.breaches_by_metric.items() if key.endswith("(hard)"))
+        title = Text.assemble(("Limit breaches ", "bold"), f"{total:,}",
+                              (f" · {hard} hard", "red") if hard else "")
+        body: RenderableType = Group(*lines) if lines else Text("no limit breached yet",
                                                                 style="dim italic")
         return Panel(body, title=title, title_align="left", height=height,
                      border_style="magenta" if snap.breaches else "grey50")
