@@ -48,7 +48,10 @@ def encode(event: Envelope) -> bytes:
     >>> decode(encode(t)) == t
     True
     """
-    return orjson.dumps(event.model_dump(exclude_none=True))
+    # pydantic-core writes the JSON itself: the same bytes as orjson over model_dump()
+    # (tested on every event type), without building the intermediate dicts.
+    data: bytes = event.__pydantic_serializer__.to_json(event, exclude_none=True)
+    return data
 
 
 def to_object(event: Envelope) -> dict[str, Any]:
