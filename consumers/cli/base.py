@@ -72,3 +72,66 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
                          bootstrap_servers=getattr(args, "bootstrap_servers", None),
                          topic_prefix=getattr(args, "topic_prefix", None),
                          profile=getattr(args, "profile", None), **extra)
+
+
+def require_topic(ctx: Context, short_name: str) -> Settings:
+    """The settings, once the broker answers and the catalogue topic `short_name` exists."""
+    from producers.kafka import BrokerUnreachable, check_reachable
+
+    ctx.require_bootstrap()
+    settings = ctx.settings
+    try:
+        metadata = check_reachable(settings)
+    except BrokerUnreachable as exc:
+        raise CliError(str(exc)) from None
+    if settings.topic(short_name) not in metadata.topics:
+        raise CliError(f"topic {settings.topic(short_name)} does not exist (create the topics "
+                       "with `streamrisk topics create`)")
+    return settings
+
+
+# --- argparse types: a bad value is reported by argparse as one line, exit 2 ---------------
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1.
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (NaN and infinity are refused).
+
+    >>> positive_float("0.5")
+    0.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def print_wide(ctx: Context, renderable: object) -> None:
+    """Tables keep their natural width when written to a pipe or file (no 80-column squeeze);
+    in a terminal they fit the terminal."""
+    if ctx.out.is_terminal:
+        ctx.out.print(renderable)
+        return
+    width = ctx.out.width
+    ctx.out.width = max(width, 200)  # print(width=...) can only narrow, so widen the console
+    try:
+        ctx.out.print(renderable)
+    finally:
+        ctx.out.width = width

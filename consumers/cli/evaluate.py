@@ -129,6 +129,7 @@ def run(ctx: Context) -> int:
 
     import orjson
 
+    from consumers.cli.csv_options import csv_mapping
     from consumers.evaluation_report import (
         InstrumentSeries,
         plot_anomaly,
@@ -140,7 +141,7 @@ def run(ctx: Context) -> int:
     from engine.evaluation import NS, backtest_table, method_summary, score_labels
     from engine.market_risk import MarketRiskProcessor, ReturnTrace
     from engine.pipeline import Pipeline
-    from producers.csv_input import CsvError, CsvMapping, parse_columns
+    from producers.csv_input import CsvError
     from producers.replay import BadLine, RecordingFile, csv_lines
     from producers.simulator.labels import Label, read_labels
 
@@ -150,18 +151,11 @@ def run(ctx: Context) -> int:
         raise CliError(f"no such file: {path}", 2)
     if args.max_plots < 0 or args.grace < 0:
         raise CliError("--max-plots and --grace must not be negative", 2)
-    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-    mapping = None
     try:
-        if fmt == "csv":
-            if not args.kind or not args.columns:
-                raise CsvError("CSV input needs --kind and --columns")
-            mapping = CsvMapping(args.kind, parse_columns(args.columns), args.symbol,
-                                 args.bar_interval)
-        elif args.kind or args.columns or args.symbol:
-            raise CsvError("--kind, --columns and --symbol are for CSV input (--format csv)")
+        mapping = csv_mapping(args, path)
     except (ValueError, CsvError) as exc:
         raise CliError(str(exc), 2) from None
+    fmt = "jsonl" if mapping is None else "csv"
     labels: list[Label] = []
     if args.labels:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from consumers.cli.base import CliError, Context
+from consumers.cli.base import CliError, Context, require_topic
 
 NAME = "kill"
 HELP = "kill switch: halt a scope (firm, desk, account, strategy, instrument) and cancel its orders"
@@ -37,13 +37,7 @@ def publish_command(ctx: Context, what: str, default_reason: str) -> int:
 
     from pydantic import ValidationError
 
-    from producers.kafka import (
-        BrokerUnreachable,
-        DeliveryTracker,
-        check_reachable,
-        flush_all,
-        make_producer,
-    )
+    from producers.kafka import DeliveryTracker, flush_all, make_producer
     from schemas.codec import describe_validation_error, encode
     from schemas.control import StateCommand, TradingStateCommand
     from schemas.ids import content_event_id
@@ -66,16 +60,8 @@ def publish_command(ctx: Context, what: str, default_reason: str) -> int:
             command=StateCommand(what), issued_by=who, reason=reason)
     except ValidationError as exc:
         raise CliError(describe_validation_error(exc), 2) from None
-    ctx.require_bootstrap()
-    settings = ctx.settings
-    try:
-        metadata = check_reachable(settings)
-    except BrokerUnreachable as exc:
-        raise CliError(str(exc)) from None
+    settings = require_topic(ctx, TOPIC)
     topic = settings.topic(TOPIC)
-    if topic not in metadata.topics:
-        raise CliError(f"topic {topic} does not exist (create the topics with "
-                       "`streamrisk topics create`)")
     producer = make_producer(settings)
     tracker = DeliveryTracker()
     producer.produce(topic, key=cmd.scope.encode(), value=encode(cmd),

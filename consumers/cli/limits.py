@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from consumers.cli.base import CliError, Context
+from consumers.cli.base import CliError, Context, require_topic
 
 if TYPE_CHECKING:
     from schemas.control import LimitConfig
@@ -67,21 +67,6 @@ def run(ctx: Context) -> int:
 
 
 # --- the topic -------------------------------------------------------------------------------
-
-
-def _connect(ctx: Context) -> Settings:
-    from producers.kafka import BrokerUnreachable, check_reachable
-
-    ctx.require_bootstrap()
-    settings = ctx.settings
-    try:
-        metadata = check_reachable(settings)
-    except BrokerUnreachable as exc:
-        raise CliError(str(exc)) from None
-    if settings.topic(TOPIC) not in metadata.topics:
-        raise CliError(f"topic {settings.topic(TOPIC)} does not exist (create the topics with "
-                       "`streamrisk topics create`)")
-    return settings
 
 
 def read_topic(settings: Settings) -> tuple[dict[str, LimitConfig], int]:
@@ -183,10 +168,10 @@ def _set(ctx: Context) -> int:
             raise CliError(str(exc), 2) from None
         if not configs:
             raise CliError(f"{args.file} lists no scopes", 2)
-        settings = _connect(ctx)
+        settings = require_topic(ctx, TOPIC)
     elif args.scope:
         _check_one_change(args)  # bad flags fail before any broker round trip
-        settings = _connect(ctx)
+        settings = require_topic(ctx, TOPIC)
         configs = [_one_change(ctx, settings, now)]
     else:
         raise CliError("give a limits FILE or --scope with --metric", 2)
@@ -288,7 +273,7 @@ def _show(ctx: Context) -> int:
     from engine.order_config import OrderConfig
     from schemas.common import scope_kind
 
-    settings = _connect(ctx)
+    settings = require_topic(ctx, TOPIC)
     configs, bad = read_topic(settings)
     book = LimitBook(defaults=dict(OrderConfig().default_limits))
     rejected = []
@@ -378,7 +363,7 @@ def _diff(ctx: Context) -> int:
         wanted = load_limits_file(ctx.args.file, ts_event=time.time_ns(), changed_by="diff")
     except LimitsFileError as exc:
         raise CliError(str(exc), 2) from None
-    settings = _connect(ctx)
+    settings = require_topic(ctx, TOPIC)
     current, _ = read_topic(settings)
     diffs = diff_configs(current, wanted)
     if not diffs:

@@ -4,30 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from consumers.cli.base import CliError, Context
+from consumers.cli.base import CliError, Context, positive_float, positive_int
 
 NAME = "record"
 HELP = "record topics (read-committed) into a recording file (.jsonl, .gz or .zst)"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="topics to record, names without the prefix (e.g. market,orders)")
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="recording to write; .gz or .zst compresses it")
-    parser.add_argument("--max-events", type=_positive_int, metavar="N",
+    parser.add_argument("--max-events", type=positive_int, metavar="N",
                         help="stop after N messages")
-    parser.add_argument("--idle-timeout", type=_positive_float, metavar="S",
+    parser.add_argument("--idle-timeout", type=positive_float, metavar="S",
                         help="stop after S seconds without a new message (default: run until "
                              "Ctrl-C)")
     parser.add_argument("--from-end", action="store_true",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from consumers.cli.base import CliError, Context
+from consumers.cli.base import CliError, Context, positive_float
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -25,20 +25,10 @@ DELIVERY_FAILED = 3
 BAD_LINES_SHOWN = 20
 
 
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE",
                         help="recording (.jsonl, .gz, .zst) or CSV file")
-    parser.add_argument("--speed", type=_speed, metavar="X",
+    parser.add_argument("--speed", type=positive_float, metavar="X",
                         help="event-time pacing: X times real time (default: as fast as "
                              "possible)")
     parser.add_argument("--topic-map", action="append", default=[], metavar="A=B",
@@ -56,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     csv.add_argument("--columns", metavar="MAP",
                      help="FIELD=COLUMN,... e.g. ts=date,open=open,high=high,low=low,"
                           "close=close,volume=volume")
-    csv.add_argument("--bar-interval", type=_speed, metavar="S",
+    csv.add_argument("--bar-interval", type=positive_float, metavar="S",
                      help="bar length in seconds (default: 86400 for date-only timestamps, "
                           "else 60)")
 
@@ -64,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(ctx: Context) -> int:
     from pathlib import Path
 
-    from producers.csv_input import CsvError, CsvMapping, parse_columns, parse_timestamp
+    from consumers.cli.csv_options import csv_mapping
+    from producers.csv_input import CsvError, parse_timestamp
     from producers.kafka import BrokerUnreachable, check_reachable
     from producers.publisher import Publisher
     from producers.replay import RecordingFile, ReplayError, csv_lines, parse_topic_map, replay
@@ -73,19 +64,11 @@ def run(ctx: Context) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"no such file: {path}", 2)
-    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     try:
         topic_map = parse_topic_map(args.topic_map)
         start = parse_timestamp(args.start) if args.start else None
         end = parse_timestamp(args.end) if args.end else None
-        mapping = None
-        if fmt == "csv":
-            if not args.kind or not args.columns:
-                raise CsvError("CSV input needs --kind and --columns")
-            mapping = CsvMapping(args.kind, parse_columns(args.columns), args.symbol,
-                                 args.bar_interval)
-        elif args.kind or args.columns or args.symbol:
-            raise CsvError("--kind, --columns and --symbol are for CSV input (--format csv)")
+        mapping = csv_mapping(args, path)
     except (ValueError, CsvError, ReplayError) as exc:
         raise CliError(str(exc), 2) from None
     ctx.require_bootstrap()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from consumers.cli.base import CliError, Context
+from consumers.cli.base import CliError, Context, positive_float, positive_int
 
 if TYPE_CHECKING:
     from producers.publisher import Publisher
@@ -26,44 +26,24 @@ DEFAULT_DURATION_S = 600.0
 DELIVERY_FAILED = 3
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--events", type=_positive_int, metavar="N",
+    size.add_argument("--events", type=positive_int, metavar="N",
                       help="stop after N events")
-    size.add_argument("--duration", type=_positive_float, metavar="S",
+    size.add_argument("--duration", type=positive_float, metavar="S",
                       help=f"simulated seconds to generate (default {DEFAULT_DURATION_S:g} "
                            "when --events is not given)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="random seed: the same seed gives byte-identical events "
                              "(default 0)")
-    parser.add_argument("--instruments", type=_positive_int, default=8, metavar="N",
+    parser.add_argument("--instruments", type=positive_int, default=8, metavar="N",
                         help="number of instruments (default 8)")
     parser.add_argument("--accounts", type=int, default=6, metavar="N",
                         help="number of trading accounts, 0 for market data only (default 6)")
     parser.add_argument("--scenario", action="append", default=[], metavar="NAME",
                         help="inject a labelled scenario (repeatable; `--scenario list` "
                              "prints them)")
-    parser.add_argument("--rate", type=_positive_float, metavar="R",
+    parser.add_argument("--rate", type=positive_float, metavar="R",
                         help="pace to R events per second (default: as fast as possible)")
     parser.add_argument("--out", metavar="FILE",
                         help="write a recording (.jsonl, .gz or .zst) instead of publishing")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from consumers.cli.base import CliError, Context
+# print_wide lives in base; re-exported here for callers that import it from topics.
+from consumers.cli.base import CliError, Context, print_wide
 
 if TYPE_CHECKING:
     from producers.provision import TopicDrift
@@ -138,20 +139,6 @@ def _describe(ctx: Context) -> int:
         return DRIFT_EXIT_CODE
     ctx.out.print(f"all {len(all_specs())} topics match the catalogue", markup=False)
     return 0
-
-
-def print_wide(ctx: Context, renderable: object) -> None:
-    """Tables keep their natural width when written to a pipe or file (no 80-column squeeze);
-    in a terminal they fit the terminal."""
-    if ctx.out.is_terminal:
-        ctx.out.print(renderable)
-        return
-    width = ctx.out.width
-    ctx.out.width = max(width, 200)  # print(width=...) can only narrow, so widen the console
-    try:
-        ctx.out.print(renderable)
-    finally:
-        ctx.out.width = width
 
 
 def _drift_status(name: str, drift: dict[str, TopicDrift]) -> str:
