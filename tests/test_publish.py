@@ -14,14 +14,14 @@ import orjson
 import pytest
 
 from consumers.cli.app import main
-from consumers.recorder import Recorder
 from producers.broker import free_port
 from producers.publisher import Publisher, RatePacer
 from schemas.codec import encode, from_object
 from schemas.market import Trade
 from schemas.outputs import DeadLetter
-from schemas.recording import RecordedMessage, read_recording
+from schemas.recording import read_recording
 from schemas.settings import Settings, load_settings
+from tests.cli_kafka import FakeClock, cli, record
 
 # Recent event times: brokers delete by message timestamp, which is the event time.
 NOW_NS = time.time_ns() // 10**9 * 10**9
@@ -37,18 +37,6 @@ def _order(i: int) -> dict[str, object]:
     return {"type": "OrderNew", "event_id": f"o{i}", "ts_event": NOW_NS + i,
             "ts_init": 1, "source": "oms", "account": "ACC-9", "symbol": "AAA", "side": "buy",
             "price": 10.0, "qty": 1.0, "cl_ord_id": f"c{i}"}
-
-
-def _args(settings: Settings) -> list[str]:
-    return ["--bootstrap-servers", settings.bootstrap_servers or "", "--topic-prefix",
-            settings.topic_prefix, "--profile", settings.profile]
-
-
-def _read(settings: Settings, topics: list[str], path: Path,
-          count: int) -> list[RecordedMessage]:
-    assert Recorder(settings, topics, path, max_events=count, idle_timeout_s=15).run().count \
-        == count
-    return list(read_recording(path))
 
 
 @pytest.mark.kafka
@@ -69,14 +57,14 @@ def test_invalid_lines_go_to_the_dlq_with_line_numbers_and_valid_ones_are_publis
     ]
     stdin = io.TextIOWrapper(io.BytesIO(b"\n".join(lines) + b"\n"))
     monkeypatch.setattr(sys, "stdin", stdin)
-    code = main(["publish", *_args(settings)])
+    code = cli(settings, "publish")
     captured = capsys.readouterr()
     assert code == 1
     for n in (3, 5, 6, 7):
         assert f"stdin:{n}: " in captured.err
     assert "published 3 events; 4 invalid lines" in captured.out
 
-    letters = [from_object(m.value) for m in _read(settings, ["dlq"], tmp_path / "d.jsonl", 4)]
+    letters = [from_object(m.value) for m in record(settings, ["dlq"], tmp_path / "d.jsonl", 4)]
     assert all(isinstance(d, DeadLetter) for d in letters)
     by_line = {d.original_offset: d for d in letters if isinstance(d, DeadLetter)}
     assert sorted(by_line) == [3, 5, 6, 7]
@@ -88,7 +76,7 @@ def test_invalid_lines_go_to_the_dlq_with_line_numbers_and_valid_ones_are_publis
         assert lines[n - 1].startswith(original) and len(original) <= 1024
     assert by_line[6].original_key == "AAA" and "qty" in by_line[6].reason
 
-    got = _read(settings, ["market", "orders"], tmp_path / "v.jsonl", 3)
+    got = record(settings, ["market", "orders"], tmp_path / "v.jsonl", 3)
     assert sorted((m.topic, m.key, (m.value or {})["event_id"]) for m in got) == [
         ("market", "AAA", "t1"), ("market", "AAA", "t4"), ("orders", "ACC-9", "o1")]
 
@@ -98,11 +86,11 @@ def test_simulate_publishes_to_the_catalogue_topics(
         tmp_path: Path, kafka_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     labels = tmp_path / "labels.jsonl"
     start = str(NOW_NS)
-    code = main(["simulate", "--events", "800", "--seed", "3", "--instruments", "3",
-                 "--accounts", "2", "--rate", "100000", "--labels", str(labels),
-                 "--start", start, *_args(kafka_settings)])
+    code = cli(kafka_settings, "simulate", "--events", "800", "--seed", "3", "--instruments",
+               "3", "--accounts", "2", "--rate", "100000", "--labels", str(labels),
+               "--start", start)
     assert code == 0 and "simulated 800 events" in capsys.readouterr().out
-    got = _read(kafka_settings, ["market", "orders"], tmp_path / "s.jsonl", 800)
+    got = record(kafka_settings, ["market", "orders"], tmp_path / "s.jsonl", 800)
     expected = read_recording(_simulated(tmp_path, start))
     assert sorted(orjson.dumps(m.value) for m in got) == sorted(
         orjson.dumps(m.value) for m in expected)
@@ -140,16 +128,10 @@ def test_oversized_messages_are_refused_before_sending() -> None:
 
 
 def test_rate_pacer_spaces_calls_evenly() -> None:
-    now = [0.0]
-    waits: list[float] = []
-
-    def idle(seconds: float) -> None:
-        waits.append(round(seconds, 6))
-        now[0] += seconds
-
-    pacer = RatePacer(10.0, idle=idle, clock=lambda: now[0])
+    fake = FakeClock()
+    pacer = RatePacer(10.0, idle=fake.idle, clock=fake.clock)
     for _ in range(4):
         pacer.wait()
-    assert waits == [0.1, 0.1, 0.1]
+    assert fake.waits == [0.1, 0.1, 0.1]
     with pytest.raises(ValueError):
         RatePacer(0)

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from consumers.cli.app import main
-from consumers.recorder import Recorder
 from producers.replay import EventTimePacer, parse_topic_map
 from schemas.codec import from_object
 from schemas.market import Bar
 from schemas.recording import RecordedMessage, RecordingWriter, read_recording
 from schemas.settings import Settings
+from tests.cli_kafka import FakeClock, cli, record
 
 # Brokers delete by message timestamp, which is the event time: data sent through the broker
 # uses recent times so the topics' 7-day retention keeps it (see the retention warning test).
@@ -32,17 +32,6 @@ CSV = f"""Date,Open,High,Low,Close,Volume
 {DAYS[2]},76.71,76.95,75.12,75.29,oops
 {DAYS[3]},74.57,75.61,73.60,74.84,121039100
 """
-
-
-def cli(settings: Settings, *args: str) -> int:
-    return main([*args, "--bootstrap-servers", settings.bootstrap_servers or "",
-                 "--topic-prefix", settings.topic_prefix, "--profile", settings.profile])
-
-
-def record(settings: Settings, topics: list[str], path: Path, count: int) -> list[RecordedMessage]:
-    stats = Recorder(settings, topics, path, max_events=count, idle_timeout_s=15).run()
-    assert stats.count == count, stats
-    return list(read_recording(path))
 
 
 def per_key(messages: list[RecordedMessage]) -> dict[tuple[str, str | None], list[Any]]:
@@ -132,22 +121,16 @@ def test_historical_event_times_survive_on_the_broker(
 
 
 def test_event_time_pacing_divides_gaps_by_the_speed() -> None:
-    now = [100.0]
-    waits: list[float] = []
-
-    def idle(seconds: float) -> None:
-        waits.append(round(seconds, 6))
-        now[0] += seconds
-
-    pacer = EventTimePacer(4.0, idle=idle, clock=lambda: now[0])
+    fake = FakeClock(100.0)
+    pacer = EventTimePacer(4.0, idle=fake.idle, clock=fake.clock)
     for ts in (10**9, 3 * 10**9, 3 * 10**9, 2 * 10**9, 11 * 10**9):
         pacer.wait(ts)
     # 2 s of event time after the first at 4x, then 10 s after the first (0.5 s spent).
-    assert waits == [0.5, 2.0]
-    unpaced = EventTimePacer(None, idle=idle, clock=lambda: now[0])
+    assert fake.waits == [0.5, 2.0]
+    unpaced = EventTimePacer(None, idle=fake.idle, clock=fake.clock)
     for ts in (0, 10**12):
         unpaced.wait(ts)
-    assert waits == [0.5, 2.0]
+    assert fake.waits == [0.5, 2.0]
 
 
 def test_topic_maps_are_parsed_or_refused() -> None:
