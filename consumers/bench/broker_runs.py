@@ -275,13 +275,18 @@ def alert_latency(base: Settings, servers: str, warmup: Sequence[Message],
             alerts.stop_flag.set()
             alerts.join(10)
         busy = sum(b.t1 - b.t0 for b in procs[0].stats.batches if b.t0 >= since)
+    commits = [ck for ck in procs[0].stats.checkpoints if ck.t0 >= since and ck.n]
     if not alerts.samples:
         raise BenchError("no alert came back from the latency run")
     ordered = [int(lat * 1e9) for _, lat in sorted(alerts.samples)]
     result = latency_ms(ordered, segments)
     result.update({"rate_achieved": achieved, "commit_interval_ms": commit_interval_ms,
                    "guarantee": guarantee, "events": len(messages),
-                   "worker_busy_share": busy / (len(messages) / achieved)})
+                   "worker_busy_share": busy / (len(messages) / achieved),
+                   "checkpoints": len(commits),
+                   "checkpoint_ms_median": percentile([(ck.t1 - ck.t0) * 1000
+                                                       for ck in commits], 0.5)
+                   if commits else 0.0})
     return result
 
 
