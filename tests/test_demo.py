@@ -294,10 +294,12 @@ def clean_env() -> Iterator[dict[str, str]]:
 def test_demo_runs_end_to_end_on_its_own_broker(tmp_path: Path,
                                                   clean_env: dict[str, str]) -> None:
     run_dir = tmp_path / "run"
+    # 12 s covers 84 s of market time: every scenario, a few thousand events, and on an idle
+    # 2-core machine the whole run with its evaluation in well under a minute.
     result = subprocess.run([sys.executable, "-m", "consumers.cli.app", "demo",
-                             "--duration", "20", "--seed", "7", "--out", str(run_dir)],
+                             "--duration", "12", "--seed", "7", "--out", str(run_dir)],
                             cwd=tmp_path, env=clean_env, capture_output=True, text=True,
-                            timeout=240)
+                            timeout=280)
     out = result.stdout
     assert result.returncode == 0, result.stderr + out
     assert "Traceback" not in result.stderr
@@ -317,7 +319,7 @@ def test_demo_runs_end_to_end_on_its_own_broker(tmp_path: Path,
     assert "Detections against the scenario labels" in summary
     detected = re.search(r"(\d+) of 12 injected scenarios detected", summary)
     assert detected and int(detected.group(1)) >= 6, summary
-    assert "replay check identical" in summary, summary
+    assert re.search(r"replay check +identical: ", summary), summary
     # The files it names exist: the recording holds what was published, and the report.
     recording = run_dir / "input.jsonl.gz"
     count = sum(1 for _ in read_recording(recording))
