@@ -8,7 +8,6 @@ Workers run in this process here; `test_runtime_cluster.py` runs them as subproc
 from __future__ import annotations
 
 import pickle
-import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from tests.processors import (
     read_committed,
     runtime_specs,
 )
+from tests.threaded_worker import Background
 
 pytestmark = pytest.mark.kafka
 
@@ -74,35 +74,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture(scope="module")
 def big_stream() -> list[RecordedMessage]:
     return make_stream(50_000, symbols=60, garbage=0.01, max_message_bytes=CAP, seed=11)
-
-
-class Background:
-    """A worker running in a thread (no signal handlers there)."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in stop()
-            self.error = exc
-
-    def alive(self) -> bool:
-        """True while running; a worker that died raises its error here."""
-        if not self.thread.is_alive() and self.error is not None:
-            raise self.error
-        return self.thread.is_alive()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        self.worker.stop()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "worker did not stop"
-        if self.error is not None:
-            raise self.error
 
 
 def run_until_caught_up(processor: Any, settings: Settings, **config: Any) -> Worker:

@@ -7,7 +7,6 @@ one, whatever KAFKA_BOOTSTRAP says.
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.processors import (
     runtime_specs,
     wait_committed,
 )
+from tests.threaded_worker import Background
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -51,31 +51,6 @@ def settings_for(broker: EmbeddedBroker) -> Settings:
     return s
 
 
-class Background:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by alive()/stop()
-            self.error = exc
-
-    def alive(self) -> bool:
-        if self.error is not None:
-            raise self.error
-        return self.thread.is_alive()
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.thread.join(60)
-        if self.error is not None:
-            raise self.error
-
-
 def not_all_committed(settings: Settings, group: str, total: int) -> bool:
     """The trouble starts while the worker still has work in flight."""
     return sum(max(0, v) for v in committed_offsets(settings, group, "market").values()) < total
@@ -88,15 +63,21 @@ def reference(stream: list) -> dict:
     return by_key(got)
 
 
-def test_a_stalled_broker_only_delays(broker: EmbeddedBroker) -> None:
-    settings = settings_for(broker)
-    stream = make_stream(12_000, symbols=16, garbage=0.01, seed=31)
+def half_way(settings: Settings, seed: int) -> tuple[list, WorkerConfig, Background]:
+    """A 12,000-event stream whose first half a running worker has committed."""
+    stream = make_stream(12_000, symbols=16, garbage=0.01, seed=seed)
     produce_recording(settings, stream[:6000])
     processor = CountingProcessor()
     config = WorkerConfig.from_settings(settings, processor)
     running = Background(Worker(processor, settings, config))
     wait_committed(settings, config.group, "market", ends_of(stream[:6000]),
                    alive=running.alive)
+    return stream, config, running
+
+
+def test_a_stalled_broker_only_delays(broker: EmbeddedBroker) -> None:
+    settings = settings_for(broker)
+    stream, config, running = half_way(settings, seed=31)
     assert broker.process is not None
     produce_recording(settings, stream[6000:])
     assert not_all_committed(settings, config.group, len(stream))
@@ -113,13 +94,7 @@ def test_a_stalled_broker_only_delays(broker: EmbeddedBroker) -> None:
 
 def test_a_restarted_broker_only_delays(broker: EmbeddedBroker) -> None:
     settings = settings_for(broker)
-    stream = make_stream(12_000, symbols=16, garbage=0.01, seed=32)
-    produce_recording(settings, stream[:6000])
-    processor = CountingProcessor()
-    config = WorkerConfig.from_settings(settings, processor)
-    running = Background(Worker(processor, settings, config))
-    wait_committed(settings, config.group, "market", ends_of(stream[:6000]),
-                   alive=running.alive)
+    stream, config, running = half_way(settings, seed=32)
     # A clean broker restart, mid-stream, on the same port and data directory (the data
     # it acknowledged is saved).
     port, data_dir = broker.port, broker.data_dir
