@@ -90,6 +90,13 @@ class Scenario:
         """True on the first step and then once every `seconds`."""
         return round(self.elapsed_s(ctx) / ctx.dt_s) % self.steps(ctx, seconds) == 0
 
+    def send_order(self, ctx: StepContext, side: Side, qty: float, price: float) -> str:
+        """A limit order for the scenario's account and instrument, at a command time in
+        this step; its cl_ord_id."""
+        flow = ctx.orders
+        return flow.new_order(flow.command_time(ctx.t0), self.entity, self.symbol, side, qty,
+                              price)
+
     def on_step(self, ctx: StepContext) -> None:
         raise NotImplementedError
 
@@ -220,8 +227,7 @@ class FatFinger(Scenario):
                                             * float(self.rng.uniform(60, 100))))
             buy = self.rng.random() < 0.5
             price = ins.snap(book.ask + 2 * ins.tick_size if buy else book.bid - 2 * ins.tick_size)
-            self.cl_ord_id = flow.new_order(flow.command_time(ctx.t0), self.entity, self.symbol,
-                                            Side.BUY if buy else Side.SELL, qty, price)
+            self.cl_ord_id = self.send_order(ctx, Side.BUY if buy else Side.SELL, qty, price)
         elif self.is_last(ctx) and self.cl_ord_id in flow.by_id[self.entity].open:
             flow.cancel(flow.command_time(ctx.t0), self.entity, self.cl_ord_id, self.symbol)
 
@@ -284,9 +290,8 @@ class DuplicateOrders(Scenario):
             self.sent: list[str] = []
         due = math.ceil(self.copies * (index + 1) / steps) - len(self.sent)
         for _ in range(max(0, due)):
-            self.sent.append(flow.new_order(
-                flow.command_time(ctx.t0), self.entity, self.symbol,
-                Side.BUY if self.buy else Side.SELL, self.qty, self.price))
+            self.sent.append(self.send_order(ctx, Side.BUY if self.buy else Side.SELL,
+                                             self.qty, self.price))
         if self.is_last(ctx):
             for cl_ord_id in self.sent:
                 if cl_ord_id in acc.open:
@@ -313,13 +318,11 @@ class LossSpiral(Scenario):
         if self.every(ctx, 20.0) and self.bought > 0:  # cutting some at a loss
             qty = ins.lots(self.bought * 0.3)
             self.bought -= qty
-            flow.new_order(flow.command_time(ctx.t0), self.entity, self.symbol, Side.SELL, qty,
-                           ins.snap(book.bid - ins.tick_size))
+            self.send_order(ctx, Side.SELL, qty, ins.snap(book.bid - ins.tick_size))
         elif self.every(ctx, 3.0):  # averaging down
             qty = ins.lots(acc.base_qty[self.symbol] * float(self.rng.uniform(2, 4)))
             self.bought += qty
-            flow.new_order(flow.command_time(ctx.t0), self.entity, self.symbol, Side.BUY, qty,
-                           ins.snap(book.ask + ins.tick_size))
+            self.send_order(ctx, Side.BUY, qty, ins.snap(book.ask + ins.tick_size))
 
 
 class Concentration(Scenario):
@@ -336,8 +339,7 @@ class Concentration(Scenario):
         ins, book = ctx.market.instrument(self.symbol), ctx.market.book(self.symbol)
         qty = ins.lots(acc.base_qty[self.symbol] * float(self.rng.uniform(4, 8)))
         # Priced through the ask and left to rest: what the book cannot fill now fills next.
-        flow.new_order(flow.command_time(ctx.t0), self.entity, self.symbol, Side.BUY, qty,
-                       ins.snap(book.ask + ins.tick_size))
+        self.send_order(ctx, Side.BUY, qty, ins.snap(book.ask + ins.tick_size))
 
 
 _ALL: tuple[type[Scenario], ...] = (
