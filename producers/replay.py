@@ -36,13 +36,8 @@ class ReplayError(ValueError):
     """The replay cannot start (bad option or unreadable file): one readable line."""
 
 
-@dataclass(frozen=True)
-class BadLine:
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
+# A line that is not a message: the same record as a bad CSV row, so CSV rows pass through.
+BadLine = CsvRowError
 
 
 @dataclass
@@ -121,7 +116,7 @@ def csv_lines(path: str | Path, mapping: CsvMapping) -> Iterator[RecordedMessage
     """A mapped CSV file as recording messages on the `market` topic, keyed by symbol."""
     for item in read_csv_events(path, mapping):
         if isinstance(item, CsvRowError):
-            yield BadLine(item.line, item.reason)
+            yield item
         else:
             yield RecordedMessage.from_event("market", getattr(item, "symbol", None), item)
 
