@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumers.bench.probe import StatsFile
@@ -32,6 +33,7 @@ from schemas.settings import Settings
 from schemas.topics import all_specs
 
 ROOT = Path(__file__).resolve().parents[2]
+FREEZE_SESSION_MS = 45_000
 
 
 class BenchError(RuntimeError):
@@ -70,8 +72,12 @@ class WorkerProcess:
                "--stats", str(self.stats.path), *extra]
         if config_file:
             cmd += ["--config", config_file]
+        # The benchmark freezes idle workers (SIGSTOP) for seconds at a time; a session
+        # timeout longer than that keeps them in their group (nothing else changes).
+        overrides = {**settings.kafka_overrides, "session.timeout.ms": str(FREEZE_SESSION_MS)}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            "STREAMRISK_KAFKA_OVERRIDES": orjson.dumps(overrides).decode()}
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
                                             stderr=subprocess.STDOUT,
