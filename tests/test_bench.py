@@ -183,3 +183,35 @@ def codec_samples_and_outputs(market: Processor) -> list[Envelope]:
         out.append(event)
         out.extend(o.value for o in market.process(event))
     return out
+
+
+def test_sorted_window_in_arrays_keeps_values_order_and_old_snapshots() -> None:
+    """The FHS window stores C doubles (a memory/snapshot change): the same quantiles as a
+    plain sorted list, signed zeros kept, and windows pickled in the old layout (a deque
+    and a list) still load."""
+    import pickle
+    import random
+    from collections import deque
+
+    from engine.models.window import SortedWindow
+
+    rng = random.Random(5)
+    values = [rng.gauss(0.0, 1.0) for _ in range(700)] + [0.0, -0.0] * 20
+    window = SortedWindow(300)
+    for v in values:
+        window.append(v)
+    recent = values[-300:]
+    assert window.values() == recent
+    assert list(window._sorted) == sorted(recent)
+    assert [math.copysign(1, v) for v in window.values()[-4:]] == [1, -1, 1, -1]
+    old = SortedWindow.__new__(SortedWindow)
+    old.__dict__.update({"size": 300, "_fifo": deque(recent), "_sorted": sorted(recent)})
+    loaded = pickle.loads(pickle.dumps(old))
+    copy = pickle.loads(pickle.dumps(window))
+    for v in values[:400]:
+        for w in (window, loaded, copy):
+            w.append(v)
+    assert window.values() == loaded.values() == copy.values()
+    for q in (0.0, 0.01, 0.05, 0.5, 1.0):
+        assert window.quantile(q) == loaded.quantile(q) == copy.quantile(q)
+    assert window.tail_mean(0.025) == loaded.tail_mean(0.025)
