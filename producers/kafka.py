@@ -44,11 +44,23 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None,
     return Producer(_with_logger(conf))
 
 
+# librdkafka prefetches up to 100,000 messages per partition by default and fetches again
+# as soon as a response comes back; a broker that does not hold empty fetch responses for
+# fetch.wait.max.ms (the embedded one answers at once) then keeps the fetcher in a tight
+# loop for as long as the consumer is at the end of its partitions, e.g. the whole time a
+# worker works through a backlog it has already prefetched. A bounded prefetch is paused
+# while full: measured on a preloaded backlog, worker CPU per event -18%, broker -41%,
+# events/s +28% (consumers/bench). settings.kafka_overrides still win.
+BOUNDED_PREFETCH: dict[str, Any] = {"queued.min.messages": 2000, "fetch.queue.backoff.ms": 20}
+
+
 def make_consumer(settings: Settings, group_id: str | None, *, read_committed: bool = True,
                   instance_id: str | None = None, **overrides: Any) -> Consumer:
     """A manual-commit consumer; read_committed unless told otherwise."""
     conf = settings.consumer_config(group_id, read_committed=read_committed,
                                     instance_id=instance_id)
+    for key, value in BOUNDED_PREFETCH.items():
+        conf.setdefault(key, value)
     conf.update(overrides)
     return Consumer(_with_logger(conf))
 
