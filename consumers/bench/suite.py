@@ -70,27 +70,29 @@ class BenchConfig:
     restore_versions: int = 1
     codec_iterations: int = 2000
     scaling_instruments: tuple[int, ...] = (10, 100, 1000)
-    scaling_events: int = 3000
+    scaling_events: int = 2000
+    scaling_reps: int = 2
     scaling_accounts: tuple[int, ...] = (10, 100)
     scaling_orders: int = 1500
     latency_segments: int = 3
     seed: int = 1
 
 
-QUICK = BenchConfig("quick", reps=3)
-FULL = BenchConfig("full", reps=5, warmup_events=3000, rep_events=15_000,
-                   latency_seconds=10.0, latency_at_least_once=True,
-                   decision_orders=20_000, restore_reps=5,
+QUICK = BenchConfig("quick", reps=3, latency_seconds=3.0, decision_orders=2000)
+FULL = BenchConfig("full", reps=5, warmup_events=3000, rep_events=12_000,
+                   latency_seconds=8.0, latency_at_least_once=True,
+                   decision_orders=10_000, restore_reps=5,
                    restore_versions=2, codec_iterations=20_000,
-                   scaling_instruments=(10, 100, 1000, 10_000), scaling_events=10_000,
-                   scaling_accounts=(10, 100, 1000), scaling_orders=6000,
+                   scaling_instruments=(10, 100, 1000, 10_000), scaling_events=6000,
+                   scaling_reps=3, scaling_accounts=(10, 100, 1000), scaling_orders=4000,
                    latency_segments=5)
 SMALLEST = BenchConfig("smallest", reps=2, instruments=8, warmup_events=300,
                        rep_events=600, latency_rate=1000.0, latency_seconds=1.0,
                        decision_orders=300,
                        decision_accounts=8, decision_instruments=10, restore_instruments=40,
                        restore_reps=1, codec_iterations=200, scaling_instruments=(10, 40),
-                       scaling_events=300, scaling_accounts=(5, 10), scaling_orders=100,
+                       scaling_events=300, scaling_reps=1, scaling_accounts=(5, 10),
+                       scaling_orders=100,
                        latency_segments=2)
 CONFIGS = {c.name: c for c in (QUICK, FULL, SMALLEST)}
 
@@ -168,10 +170,10 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
         details["decisions_in_process"] = {
             **inprocess.latency_ms(decisions.latencies_ns, c.latency_segments),
             "events_per_s": decisions.events_per_s, "events": decisions.events}
-        sizes = len(c.scaling_instruments) * c.reps + len(c.scaling_accounts)
+        sizes = len(c.scaling_instruments) * c.scaling_reps + len(c.scaling_accounts)
         with steps.step("scaling", sizes) as tick:
             inst = inprocess.instrument_scaling(base, template, c.scaling_instruments,
-                                                c.scaling_events, c.reps, tick)
+                                                c.scaling_events, c.scaling_reps, tick)
             accs = inprocess.account_scaling(base, c.scaling_accounts, c.scaling_orders, tick)
         result["scaling"] = {"instruments": [asdict(p) for p in inst],
                              "accounts": [asdict(p) for p in accs]}
