@@ -274,7 +274,10 @@ def alert_latency(base: Settings, servers: str, warmup: Sequence[Message],
         finally:
             alerts.stop_flag.set()
             alerts.join(10)
-        busy = sum(b.t1 - b.t0 for b in procs[0].stats.batches if b.t0 >= since)
+        timed = [b for b in procs[0].stats.batches if b.t0 >= since]
+    busy = sum(b.t1 - b.t0 for b in timed)
+    cpu_us = ((timed[-1].cpu - timed[0].cpu) / max(1, sum(b.n for b in timed[1:])) * 1e6
+              if len(timed) > 1 else 0.0)
     commits = [ck for ck in procs[0].stats.checkpoints if ck.t0 >= since and ck.n]
     if not alerts.samples:
         raise BenchError("no alert came back from the latency run")
@@ -283,6 +286,7 @@ def alert_latency(base: Settings, servers: str, warmup: Sequence[Message],
     result.update({"rate_achieved": achieved, "commit_interval_ms": commit_interval_ms,
                    "guarantee": guarantee, "events": len(messages),
                    "worker_busy_share": busy / (len(messages) / achieved),
+                   "worker_cpu_us_per_event": cpu_us,
                    "checkpoints": len(commits),
                    "checkpoint_ms_median": percentile([(ck.t1 - ck.t0) * 1000
                                                        for ck in commits], 0.5)

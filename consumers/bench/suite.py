@@ -167,8 +167,10 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
             accounts = inprocess.account_state(decisions, base)
         result["bytes_per_account"] = round(accounts.memory_bytes)
         details["account_state"] = asdict(accounts)
+        cpu = inprocess.latency_ms(decisions.cpu_ns, c.latency_segments)
         details["decisions_in_process"] = {
             **inprocess.latency_ms(decisions.latencies_ns, c.latency_segments),
+            "cpu_p50_ms": cpu["p50_ms"], "cpu_p99_ms": cpu["p99_ms"],
             "events_per_s": decisions.events_per_s, "events": decisions.events}
         sizes = len(c.scaling_instruments) * c.scaling_reps + len(c.scaling_accounts)
         with steps.step("scaling", sizes) as tick:
