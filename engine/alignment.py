@@ -65,10 +65,14 @@ class HoldQueue(Generic[E]):
                 return False
         return True
 
-    def release(self, now_ns: int) -> list[E]:
-        """Events that may be processed now, in arrival order."""
+    def peek(self) -> E | None:
+        """The event that is released next (None when nothing is held)."""
+        return self._queue[0][1] if self._queue else None
+
+    def release(self, now_ns: int, limit: int | None = None) -> list[E]:
+        """Events that may be processed now, in arrival order (at most `limit`)."""
         out: list[E] = []
-        while self._queue:
+        while self._queue and (limit is None or len(out) < limit):
             arrived, event = self._queue[0]
             if self._caught_up(event):
                 self.stats.released_aligned += 1
@@ -86,6 +90,20 @@ class HoldQueue(Generic[E]):
         self.stats.released_by_timeout += len(out)
         self._queue.clear()
         return out
+
+    def pop(self) -> E:
+        """Release the first event whatever it waits for (the input went idle); counted as a
+        timeout."""
+        self.stats.released_by_timeout += 1
+        return self._queue.popleft()[1]
+
+    def discard(self, dropped: Callable[[E], bool]) -> int:
+        """Drop the held events for which `dropped` is true (their partition was revoked:
+        they will be consumed again); the others keep their order."""
+        kept = deque(item for item in self._queue if not dropped(item[1]))
+        removed = len(self._queue) - len(kept)
+        self._queue = kept
+        return removed
 
     def clear(self) -> None:
         """Drop held events (partition revoked: they will be consumed again)."""

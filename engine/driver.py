@@ -144,8 +144,12 @@ class EventRunner:
     # --- the hot path -------------------------------------------------------------------------
 
     def handle(self, partition: int, offset: int, key: bytes | str | None,
-               value: bytes | None, timestamp_ms: int = 0) -> list[Emitted]:
-        """Everything one input message gives: outputs and dead letters, in order."""
+               value: bytes | None, timestamp_ms: int = 0,
+               event: Envelope | None = None) -> list[Emitted]:
+        """Everything one input message gives: outputs and dead letters, in order.
+
+        `event`: the message already decoded (by a caller that had to look inside it, e.g.
+        to hold it in event time), so it is not decoded twice."""
         self.stats.events += 1
         if value is None:
             value = b""
@@ -153,11 +157,12 @@ class EventRunner:
             return [self._dead("too_large", f"{len(value)} bytes is over the "
                                f"{self.max_message_bytes}-byte cap", partition, offset, key,
                                value, timestamp_ms, None)]
-        try:
-            event = decode(value, self.max_message_bytes)
-        except DecodeError as exc:
-            return [self._dead(exc.kind, exc.reason, partition, offset, key, value,
-                               timestamp_ms, None)]
+        if event is None:
+            try:
+                event = decode(value, self.max_message_bytes)
+            except DecodeError as exc:
+                return [self._dead(exc.kind, exc.reason, partition, offset, key, value,
+                                   timestamp_ms, None)]
         state_key = self._key_of(event)
         if state_key is not None:
             if (self._skip_until and offset <= self._skip_until.get(partition, -1)
@@ -224,12 +229,20 @@ class EventRunner:
     def apply_table(self, topic: str, value: bytes | None) -> list[Emitted]:
         """A message of a side table; undecodable ones are counted and skipped (every worker
         reads every table, so dead-lettering them would duplicate the letters)."""
+        event = self.decode_table(value)
+        return [] if event is None else self.apply_table_event(topic, event)
+
+    def decode_table(self, value: bytes | None) -> Envelope | None:
+        """A side-table message decoded (None, counted, when it is not an event)."""
         self.stats.table_events += 1
         try:
-            event = decode(value or b"", self.max_message_bytes)
+            return decode(value or b"", self.max_message_bytes)
         except DecodeError:
             self.stats.table_errors += 1
-            return []
+            return None
+
+    def apply_table_event(self, topic: str, event: Envelope) -> list[Emitted]:
+        """A decoded side-table event handed to the processor; its outputs encoded."""
         apply = getattr(self.processor, "apply_table")  # noqa: B009 - optional protocol
         outputs = apply(topic, event)
         if not outputs:

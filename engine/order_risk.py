@@ -328,6 +328,28 @@ class OrderRiskProcessor:
     def instrument_as_of(self, symbol: str, ts: int) -> InstrumentRisk | None:
         return self.instruments.as_of(symbol, ts)
 
+    # --- event-time join (engine.temporal_join; used by the Kafka runtime) -----------------
+
+    aligned_tables: tuple[str, ...] = ("risk.instruments",)
+    """Tables applied in event time: an order waits until they have caught up with it.
+    Limits and commands are not: they apply to every order decided after they arrive."""
+
+    def table_key(self, topic: str, event: Envelope) -> str | None:
+        """The key an aligned table event advances (the instrument)."""
+        return event.symbol if isinstance(event, InstrumentRisk) else None
+
+    def hold_needs(self, event: Envelope) -> tuple[str, ...]:
+        """Instruments whose risk an input event reads as of its time: the order's (or
+        fill's) instrument and every instrument its account holds (marked at each event)."""
+        if not isinstance(event, OrderEvent) or isinstance(event, MassCancel):
+            return ()
+        st = self.accounts.get(event.account)
+        held = tuple(sorted(st.book.held)) if st is not None else ()
+        symbol = None if isinstance(event, OrderCancel) else getattr(event, "symbol", None)
+        if symbol is None or symbol in held:
+            return held
+        return (symbol, *held)
+
     # --- helpers --------------------------------------------------------------------------
 
     def _env(self, cause: Envelope, rule: str) -> dict[str, Any]:

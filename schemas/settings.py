@@ -106,6 +106,14 @@ class WorkerSettings(BaseModel):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     out_of_range_policy: Literal["earliest", "latest", "fail"] = "earliest"
+    table_max_wait_ms: int = Field(
+        default=5000, ge=0, le=3_600_000,
+        description="longest an input event (an order) is held for its side table "
+                    "(instrument risk) to catch up in event time; 0: never hold")
+    table_idle_ms: int = Field(
+        default=2000, ge=1, le=3_600_000,
+        description="nothing arrived for this long: held events are released (end of a "
+                    "replay)")
 
 
 class Settings(BaseSettings):

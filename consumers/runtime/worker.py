@@ -63,6 +63,24 @@ key's snapshot, so it survives crashes and moves with the key.
 Side tables (`engine.processor.TableProcessor`): read in full by a `TableReader` before any
 input and between batches; their outputs go into the transaction of the partition that owns
 the output key.
+
+Event-time join (`engine.temporal_join`): a processor that names `aligned_tables` (with
+`table_key(topic, event)` and `hold_needs(event)`, e.g. the order worker with
+`risk.instruments`) gets its input held until those tables have caught up with each input
+event's time, and the tables' events applied in event time up to it, as the in-process
+pipeline does. Held input is not processed, so its partition's position (and committed
+offset) stays before it: a crash or a revoke drops the hold and the events are consumed
+again. `worker.table_max_wait_ms` bounds a hold (live feeds that go quiet; 0 turns the join
+off) and `worker.table_idle_ms` releases everything when nothing has arrived for that long
+(the end of a replay). A hold longer than 20 batches pauses the input.
+
+Outputs nobody owns (`processor.output_owner(output)` is None: firm, desk and instrument
+TradingStateChanged, audit echoes, rejections of commands and limit changes) come from
+table events every worker applies alike. Exactly one copy is published: by the worker that
+holds input partition 0 (in that partition's transaction), and only for table events read
+after the worker started: those read while bootstrapping the tables were published when
+they happened. Others are counted in `scope_outputs_dropped`. Owned outputs go to the
+transaction of the partition that holds their owner.
 """
 
 from __future__ import annotations
@@ -82,11 +100,12 @@ from consumers.runtime.restore import ChangelogReader, RestoreJob
 from consumers.runtime.sink import AtLeastOnceSink, SinkError, TransactionalSink, retrying
 from consumers.runtime.tables import TableReader
 from engine.driver import Emitted, EventRunner, input_topic_of, tables_of
-from engine.processor import Processor
+from engine.processor import Output, Processor
 from engine.snapshots import SnapshotCodec, chunk_key
+from engine.temporal_join import TableJoin
 from producers.kafka import BrokerUnreachable, check_reachable, make_consumer
-from schemas.codec import encode
-from schemas.common import Severity
+from schemas.codec import DecodeError, decode, encode
+from schemas.common import Envelope, Severity
 from schemas.ids import derive_event_id
 from schemas.outputs import RiskAlert
 from schemas.settings import Guarantee, Settings
@@ -146,6 +165,23 @@ class _Partition:
     retry_at: float = 0.0
 
 
+@dataclass(slots=True)
+class _Held:
+    """An input message waiting in the event-time join."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    event: Envelope | None
+    """Decoded (None: bad bytes, on their way to the dead-letter topic)."""
+
+
+def _held_ts(held: _Held) -> int | None:
+    return None if held.event is None else held.event.ts_event
+
+
 class _TopicNames(dict[str, str]):
     """Catalogue name -> full topic name, filled on first use."""
 
@@ -198,6 +234,12 @@ class Worker:
         self._table_reader: TableReader | None = None
         self._cooperative = "cooperative" in settings.profile_defaults.assignor
         self.exit_when_caught_up = False
+        self._owner = getattr(processor, "output_owner", None)
+        self._bootstrapping = False
+        self.scope_outputs_dropped = 0
+        self._aligned: frozenset[str] = frozenset()
+        self.join: TableJoin[_Held] | None = self._make_join()
+        self._hold_paused: list[TopicPartition] = []
 
     # --- public -------------------------------------------------------------------------------
 
@@ -262,7 +304,11 @@ class Worker:
             counts = {settings.topic(t): len(topics[settings.topic(t)].partitions)
                       for t in self._tables}
             self._table_reader = TableReader(settings, self._tables, counts)
-            self._table_reader.bootstrap(self._apply_table)
+            self._bootstrapping = True
+            try:
+                self._table_reader.bootstrap(self._apply_table)
+            finally:
+                self._bootstrapping = False
         client: dict[str, Any] = {"client.id": f"{settings.client_id}-{self.processor.name}-"
                                                 f"{socket.gethostname()}-{os.getpid()}"}
         consumer = make_consumer(settings, self.config.group, read_committed=True,
@@ -290,6 +336,9 @@ class Worker:
     # --- the hot path -------------------------------------------------------------------------
 
     def _process(self, messages: list[Message]) -> None:
+        if self.join is not None:
+            self._offer(messages)
+            return
         start = time.perf_counter()
         parts = self._parts
         handle = self.runner.handle
@@ -351,15 +400,37 @@ class Worker:
     # --- side tables --------------------------------------------------------------------------
 
     def _apply_table(self, topic: str, value: bytes | None) -> None:
+        join = self.join
+        if join is not None and topic in self._aligned:
+            event = self.runner.decode_table(value)
+            if event is not None:
+                key = self.processor.table_key(topic, event)  # type: ignore[attr-defined]
+                join.offer_table(topic, event.ts_event, key,
+                                 (topic, event, self._bootstrapping), time.monotonic_ns())
+            return
         for out in self.runner.apply_table(topic, value):
-            self._route(out)
+            self._route(out, self._bootstrapping)
 
-    def _route(self, out: Emitted) -> None:
+    def _route(self, out: Emitted, history: bool = False) -> None:
         """Publish an output not caused by an input message: in the transaction of the
-        partition owning its key (or any active partition)."""
+        partition owning it (or any active partition); see the module docstring for outputs
+        nobody owns. `history`: caused by a table event read while bootstrapping."""
         sink = self._sink
         assert sink is not None
-        partition = self.runner.key_partition.get(out.key or "")
+        partition: int | None
+        if self._owner is not None:
+            value = decode(out.value, max(len(out.value), self.settings.max_message_bytes))
+            owner = self._owner(Output(out.topic, out.key or "", value))
+            if owner is None:
+                zero = self._parts.get(0)
+                if history or zero is None or zero.status != ACTIVE:
+                    self.scope_outputs_dropped += 1
+                    return
+                partition = 0
+            else:
+                partition = self.runner.key_partition.get(owner)
+        else:
+            partition = self.runner.key_partition.get(out.key or "")
         state = self._parts.get(partition) if partition is not None else None
         if partition is None or state is None or state.status != ACTIVE:
             active = [p for p, st in self._parts.items() if st.status == ACTIVE]
@@ -373,6 +444,112 @@ class Worker:
         if self.metrics.wants_outputs:
             self.metrics.outputs((out,))
 
+    # --- event-time join ----------------------------------------------------------------------
+
+    def _make_join(self) -> TableJoin[_Held] | None:
+        processor, worker = self.processor, self.settings.worker
+        aligned = frozenset(getattr(processor, "aligned_tables", ())) & set(self._tables)
+        needs = getattr(processor, "hold_needs", None)
+        if (not aligned or not callable(needs) or worker.table_max_wait_ms == 0
+                or not callable(getattr(processor, "table_key", None))):
+            return None
+        self._aligned = aligned
+
+        def held_needs(held: _Held) -> Iterable[str]:
+            assert held.event is not None
+            return needs(held.event)
+
+        return TableJoin(ts_of=_held_ts, needs=held_needs,
+                         max_wait_ns=worker.table_max_wait_ms * 1_000_000,
+                         idle_ns=worker.table_idle_ms * 1_000_000,
+                         partition_of=lambda held: held.partition)
+
+    def _offer(self, messages: list[Message]) -> None:
+        """Hold consumed input in the join (which releases the partitions' heads in event
+        time order), then run whatever the join releases."""
+        join = self.join
+        assert join is not None
+        parts = self._parts
+        cap = self.runner.max_message_bytes
+        now = time.monotonic_ns()
+        for message in messages:
+            if message.error() is not None:
+                self._consumer_error(message)
+                continue
+            partition: int = message.partition()  # type: ignore[assignment]
+            state = parts.get(partition)
+            offset: int = message.offset()  # type: ignore[assignment]
+            if state is None or state.status != ACTIVE or offset < state.position:
+                continue  # revoked, restoring, or already processed
+            value = message.value()
+            event = None
+            if value is not None and len(value) <= cap:
+                try:
+                    event = decode(value, cap)
+                except DecodeError:
+                    event = None
+            join.offer(_Held(partition, offset, message.key(), value, message.timestamp()[1],
+                             event), now)
+        self._pump(now)
+        consumer = self._consumer
+        if (len(join) > 20 * self.config.batch_size and not self._hold_paused
+                and consumer is not None):
+            self._hold_paused = [TopicPartition(self.input_full, p)
+                                 for p, st in parts.items() if st.status == ACTIVE]
+            consumer.pause(self._hold_paused)
+
+    def _pump(self, now: int) -> None:
+        """Run the table events and held input the join releases now."""
+        join, sink = self.join, self._sink
+        assert join is not None and sink is not None
+        steps = join.poll(now)
+        if self._hold_paused and len(join) <= 10 * self.config.batch_size:
+            resume = [tp for tp in self._hold_paused
+                      if (st := self._parts.get(tp.partition)) is not None
+                      and st.status == ACTIVE and tp.partition not in self._pending]
+            self._hold_paused = []
+            if resume and self._consumer is not None:
+                self._consumer.resume(resume)
+        if not steps:
+            return
+        start = time.perf_counter()
+        runner, parts, names, counts = self.runner, self._parts, self._names, self._out_counts
+        watch = self.metrics.wants_outputs
+        seen: list[Emitted] = []
+        handled = 0
+        for step in steps:
+            if step.kind == "table":
+                topic, event, history = step.item
+                for out in runner.apply_table_event(topic, event):
+                    self._route(out, history)
+                continue
+            held: _Held = step.item
+            state = parts.get(held.partition)
+            if state is None or state.status != ACTIVE or held.offset < state.position:
+                continue
+            emitted = runner.handle(held.partition, held.offset, held.key, held.value,
+                                    held.timestamp_ms, held.event)
+            for out in emitted:
+                sink.produce(held.partition, names[out.topic], out.key, out.value)
+                counts[out.topic] = counts.get(out.topic, 0) + 1
+            if watch:
+                seen += emitted
+            state.position = held.offset + 1
+            handled += 1
+        self._events_since_checkpoint += handled
+        sink.poll()
+        if handled:
+            self.metrics.batch(handled, time.perf_counter() - start)
+        if seen:
+            self.metrics.outputs(seen)
+
+    def _unhold(self, partitions: Iterable[int]) -> None:
+        """Drop held input of partitions that are revoked or go back to a checkpoint."""
+        if self.join is not None:
+            gone = set(partitions)
+            if gone:
+                self.join.discard(lambda held: held.partition in gone)
+
     # --- checkpoints --------------------------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
@@ -383,6 +560,10 @@ class Worker:
     def _checkpoint_and_recover(self, final: bool = False) -> None:
         active = [p for p, st in self._parts.items() if st.status == ACTIVE]
         failures = self._checkpoint(active)
+        if (failures and not final and isinstance(self._sink, TransactionalSink)
+                and self._sink.broker_lost.is_set()):
+            self._broker_lost()
+            return
         for partition in active:
             if partition not in failures:
                 self._failures.pop(partition, None)
@@ -509,9 +690,22 @@ class Worker:
             delay = 1.0 if error is not None and error.kind == "fenced" else 0.0
             self._restart(partition, delay)
 
+    def _broker_lost(self) -> None:
+        """Every broker went away: drop every producer before it can send to the restarted
+        broker, and take every partition back to its last checkpoint."""
+        sink, restorer = self._sink, self._restorer
+        assert isinstance(sink, TransactionalSink) and restorer is not None
+        sink.abandon_all()
+        log.warning("lost the broker: every partition goes back to its last checkpoint")
+        self.metrics.recovery("broker_lost")
+        for partition in list(self._parts):
+            restorer.cancel([partition])
+            self._restart(partition, 0.5)
+
     def _restart(self, partition: int, delay: float) -> None:
         consumer = self._consumer
         assert consumer is not None
+        self._unhold([partition])
         for key in self.runner.evict_partition(partition):
             self._chunks.pop(key, None)
         self._parts[partition] = _Partition(RESTORING, retry_at=time.monotonic() + delay)
@@ -523,6 +717,8 @@ class Worker:
     def _service(self) -> None:
         restorer = self._restorer
         assert restorer is not None
+        if isinstance(self._sink, TransactionalSink) and self._sink.broker_lost.is_set():
+            self._broker_lost()
         if self._pending:
             self._start_restores()
         if restorer.busy:
@@ -531,6 +727,8 @@ class Worker:
                 self._finish_restore(job)
         if self._table_reader is not None:
             self._table_reader.drain(self._apply_table)
+        if self.join is not None:
+            self._pump(time.monotonic_ns())
 
     def _start_restores(self) -> None:
         sink, restorer, consumer = self._sink, self._restorer, self._consumer
@@ -689,6 +887,8 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in partitions if tp.topic == self.input_full]
+        self._unhold(mine)  # not processed: consumed again from the committed offset
+        self._hold_paused = []
         active = [p for p in mine if p in self._parts and self._parts[p].status == ACTIVE]
         failures: dict[int, SinkError] = {}
         if active and not self._failed:
@@ -734,6 +934,7 @@ class Worker:
 
     def _drop(self, partition: int) -> None:
         """Forget a partition: its keys, its restore, its open transaction."""
+        self._unhold([partition])
         for key in self.runner.evict_partition(partition):
             self._chunks.pop(key, None)
         self._pending.discard(partition)

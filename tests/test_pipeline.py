@@ -1,0 +1,139 @@
+"""The in-process two-stage pipeline (engine.pipeline): market risk feeding order risk in
+event time, the reference of the Kafka order worker; and `streamrisk evaluate` on a
+recording with orders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from consumers.cli.app import main
+from engine.driver import Driver, Emitted, by_key
+from engine.market_risk import MarketRiskProcessor
+from engine.order_risk import OrderRiskProcessor
+from engine.pipeline import Pipeline
+from producers.simulator import SimConfig, Simulation, write_labels
+from schemas.market import InstrumentStatus, Trade
+from schemas.orders import OrderNew
+from schemas.recording import RecordedMessage, RecordingWriter, read_recording
+
+S = 1_000_000_000
+T0 = 1_704_205_800 * S
+
+
+def _trade(n: int, ts: int, price: float = 100.0) -> RecordedMessage:
+    t = Trade(event_id=f"t{n}", ts_event=ts, ts_init=ts, source="test", seq=n, symbol="AAPL",
+              price=price, qty=100.0)
+    return RecordedMessage.from_event("market", "AAPL", t)
+
+
+def _order(n: int, ts: int) -> RecordedMessage:
+    o = OrderNew(event_id=f"o{n}", ts_event=ts, ts_init=ts, source="test", seq=n, account="A",
+                 symbol="AAPL", side="buy", price=100.0, qty=10, cl_ord_id=f"c{n}")
+    return RecordedMessage.from_event("orders", "A", o)
+
+
+def _decisions(messages: list[RecordedMessage]) -> list[dict[str, Any]]:
+    got: list[Emitted] = []
+    Pipeline.default().run(messages, on_output=got.append)
+    return [orjson.loads(e.value) for e in got if e.topic == "risk.decisions"]
+
+
+def test_an_order_sees_instrument_risk_up_to_its_own_time_table_first() -> None:
+    status = InstrumentStatus(event_id="s", ts_event=T0, ts_init=T0, source="test",
+                              symbol="AAPL", status="trading", tick_size=0.01, lot_size=1.0)
+    messages = [RecordedMessage.from_event("market", "AAPL", status),
+                _order(0, T0 - 1),  # before any instrument risk: fails closed
+                _trade(1, T0 + S), _order(1, T0 + S)]  # same time: the table comes first
+    # the same events in another file order give the same decisions (merged in event time)
+    shuffled = [messages[0], messages[2], messages[1], messages[3]]
+    for stream in (messages, shuffled):
+        first, second = _decisions(stream)
+        assert first["cl_ord_id"] == "c0" and first["reason_codes"] == [
+            "MISSING_REFERENCE_DATA"]
+        assert second["cl_ord_id"] == "c1" and second["decision"] == "accept"
+
+
+@pytest.fixture(scope="module")
+def simulated() -> tuple[list[RecordedMessage], Any]:
+    # the fat finger comes second, once the account's personal model has warmed up
+    sim = Simulation(SimConfig(seed=5, instruments=3, accounts=4, duration_s=120,
+                               scenarios=("duplicate-orders", "fat-finger")))
+    messages = [RecordedMessage.from_event(e.topic, e.key, e.event) for e in sim]
+    return messages, sim.labels()
+
+
+def test_the_pipeline_is_the_two_stages_run_one_after_the_other(simulated: Any) -> None:
+    messages, _ = simulated
+    got: list[Emitted] = []
+    result = Pipeline.default().run(messages, on_output=got.append)
+    # reference: the market stage alone, then its instrument risk and the orders sorted by
+    # event time (table first at equal times) through the order stage alone
+    market_out: list[Emitted] = []
+    Driver(MarketRiskProcessor()).run([m for m in messages if m.topic == "market"],
+                                      on_output=market_out.append)
+    merged = []
+    for n, e in enumerate(market_out):
+        if e.topic == "risk.instruments":
+            value = orjson.loads(e.value)
+            merged.append((value["ts_event"], 0, n, RecordedMessage(
+                topic=e.topic, key=e.key, value=value)))
+    for n, m in enumerate(messages):
+        if m.topic == "orders":
+            assert m.value is not None
+            merged.append((m.value["ts_event"], 1, n, m))
+    merged.sort(key=lambda item: item[:3])
+    order_out: list[Emitted] = []
+    Driver(OrderRiskProcessor()).run([m for *_, m in merged], on_output=order_out.append)
+    expected = [(e.topic, e.key, e.value) for e in market_out + order_out]
+    assert by_key((e.topic, e.key, e.value) for e in got) == by_key(expected)
+    assert result.events == len(messages)
+    assert result.outputs == len(got) and result.by_topic["risk.decisions"] > 0
+    assert result.ignored == 0 and not result.dead_letters
+
+
+def test_bad_input_of_either_stage_is_dead_lettered_and_counted(simulated: Any) -> None:
+    messages, _ = simulated
+    bad = [RecordedMessage.from_bytes("market", "X", b"\xffnot json"),
+           RecordedMessage.from_bytes("orders", "A", b"{\"type\": \"OrderNew\"}"),
+           RecordedMessage.from_bytes("risk.alerts", "X", b"{}")]
+    got: list[Emitted] = []
+    result = Pipeline.default().run(messages[:50] + bad, on_output=got.append)
+    assert result.dead_letters == {"undecodable": 1, "invalid": 1}
+    assert sum(e.topic == "dlq" for e in got) == 2 and result.ignored == 1
+    assert result.events == 53
+
+
+def test_evaluate_scores_decisions_breaches_and_states_against_account_labels(
+        simulated: Any, tmp_path: Path) -> None:
+    messages, labels = simulated
+    rec, lab = tmp_path / "sim.jsonl", tmp_path / "labels.jsonl"
+    with RecordingWriter(rec) as writer:
+        for m in messages:
+            writer.write(m)
+    write_labels(lab, labels)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(rec), "--out", str(out), "--labels", str(lab),
+                 "--max-plots", "0"]) == 0
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["processed"] == len(messages)
+    orders = report["orders"]
+    assert orders["decisions"]["accept"] > 0 and orders["decisions"]["deny"] > 0
+    assert orders["deny_reasons"]["DUPLICATE_ORDER"] >= 1
+    denials = orders["scoring"]["denials"]
+    assert denials["scenarios"]["fat-finger"]["recall"] == 1.0
+    assert denials["scenarios"]["duplicate-orders"]["recall"] == 1.0
+    rows = {r["scenario"]: r for r in denials["labels"]}
+    assert "PERSONAL_THRESHOLD" in rows["fat-finger"]["first_reason"]
+    assert rows["duplicate-orders"]["first_reason"] == "DUPLICATE_ORDER"
+    assert 0 < denials["overall"]["precision"] <= 1
+    assert set(orders["scoring"]) == {"denials", "breaches", "states", "any"}
+    written = {m.topic for m in read_recording(out / "outputs.jsonl")}
+    assert {"risk.decisions", "risk.accounts", "risk.instruments"} <= written
+    page = (out / "report.html").read_text()
+    assert "Orders against labelled account scenarios" in page and "fat-finger" in page
+    # the market scoring leaves account labels out
+    assert report["labels"]["overall"]["labels"] == 0
