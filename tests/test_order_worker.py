@@ -133,7 +133,8 @@ def data_ends(settings: Settings, topic: str) -> dict[int, int]:
     from producers.kafka import make_consumer
 
     highs = high_watermarks(settings, topic)
-    reader = make_consumer(settings, None, read_committed=True, **{"enable.partition.eof": True})
+    eof: dict[str, Any] = {"enable.partition.eof": True}
+    reader = make_consumer(settings, None, read_committed=True, **eof)
     reader.assign([TopicPartition(settings.topic(topic), p, OFFSET_BEGINNING) for p in highs])
     ends: dict[int, int] = {}
     pending = set(highs)
@@ -298,10 +299,11 @@ def test_loss_spiral_reduces_then_halts_and_then_only_cancels_pass(run: dict[str
 
 def _order(account: str, symbol: str, ts: int, qty: float, price: float,
            n: int) -> RecordedMessage:
+    from schemas.common import Side
     from schemas.orders import OrderNew
 
     event = OrderNew(event_id=f"e2e-{account}-{n}", ts_event=ts, ts_init=ts, source="e2e",
-                     seq=n, account=account, symbol=symbol, side="buy", price=price, qty=qty,
+                     seq=n, account=account, symbol=symbol, side=Side.BUY, price=price, qty=qty,
                      cl_ord_id=f"{account}-{n}")
     return RecordedMessage.from_event("orders", account, event)
 

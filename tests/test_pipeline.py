@@ -16,7 +16,8 @@ from engine.market_risk import MarketRiskProcessor
 from engine.order_risk import OrderRiskProcessor
 from engine.pipeline import Pipeline
 from producers.simulator import SimConfig, Simulation, write_labels
-from schemas.market import InstrumentStatus, Trade
+from schemas.common import Side
+from schemas.market import InstrumentPhase, InstrumentStatus, Trade
 from schemas.orders import OrderNew
 from schemas.recording import RecordedMessage, RecordingWriter, read_recording
 
@@ -32,7 +33,7 @@ def _trade(n: int, ts: int, price: float = 100.0) -> RecordedMessage:
 
 def _order(n: int, ts: int) -> RecordedMessage:
     o = OrderNew(event_id=f"o{n}", ts_event=ts, ts_init=ts, source="test", seq=n, account="A",
-                 symbol="AAPL", side="buy", price=100.0, qty=10, cl_ord_id=f"c{n}")
+                 symbol="AAPL", side=Side.BUY, price=100.0, qty=10, cl_ord_id=f"c{n}")
     return RecordedMessage.from_event("orders", "A", o)
 
 
@@ -44,7 +45,8 @@ def _decisions(messages: list[RecordedMessage]) -> list[dict[str, Any]]:
 
 def test_an_order_sees_instrument_risk_up_to_its_own_time_table_first() -> None:
     status = InstrumentStatus(event_id="s", ts_event=T0, ts_init=T0, source="test",
-                              symbol="AAPL", status="trading", tick_size=0.01, lot_size=1.0)
+                              symbol="AAPL", status=InstrumentPhase.TRADING, tick_size=0.01,
+                              lot_size=1.0)
     messages = [RecordedMessage.from_event("market", "AAPL", status),
                 _order(0, T0 - 1),  # before any instrument risk: fails closed
                 _trade(1, T0 + S), _order(1, T0 + S)]  # same time: the table comes first
