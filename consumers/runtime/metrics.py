@@ -83,6 +83,9 @@ class RuntimeMetrics(MetricsHooks):
     first_event_at: float = 0.0
     """perf_counter() when the first event was handled (0: none yet)."""
     last_event_at: float = 0.0
+    last_checkpoint_at: float = 0.0
+    restore_window: tuple[float, float] = (0.0, 0.0)
+    """perf_counter() span from the start of the earliest restore to the end of the latest."""
     worker: str = ""
     """Processor name (`market-worker`...), for exporters' labels."""
     input_topic: str = ""
@@ -129,6 +132,7 @@ class RuntimeMetrics(MetricsHooks):
 
     def checkpoint(self, seconds: float, partitions: int, keys: int) -> None:
         self.checkpoints += 1
+        self.last_checkpoint_at = time.perf_counter()
         self.checkpoint_seconds += seconds
         self.checkpoint_max_seconds = max(self.checkpoint_max_seconds, seconds)
         self.snapshots_written += keys
@@ -136,6 +140,10 @@ class RuntimeMetrics(MetricsHooks):
             hook.checkpoint(seconds, partitions, keys)
 
     def restore(self, seconds: float, partition: int, keys: int) -> None:
+        now = time.perf_counter()
+        start = now - seconds
+        first = self.restore_window[0] if self.restores else start
+        self.restore_window = (min(first, start), now)
         self.restores += 1
         self.restore_seconds += seconds
         self.restored_keys += keys

@@ -24,10 +24,11 @@ Retriable errors are retried until `retry_s` runs out, so a stalled broker only 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -141,6 +142,49 @@ class _Buffered:
         self._buffers.pop(partition, None)
 
 
+class _Hung(Exception):
+    """A transactional call did not return within its deadline."""
+
+
+# Producers whose calls hung: kept referenced so their destructor (which may block on the
+# same stuck state) never runs on the worker's thread.
+_ABANDONED: list[Producer] = []
+
+
+def run_all(calls: Mapping[int, Callable[[], T]], deadline_s: float,
+            give_up: threading.Event | None = None, tick: Callable[[], None] | None = None,
+            ) -> dict[int, T | BaseException]:
+    """Run calls in parallel daemon threads; a call still running after `deadline_s` (or
+    once `give_up` is set) gives `_Hung`. `tick` runs every 50 ms while waiting. librdkafka's
+    transactional calls can block past their own timeout when the broker restarts
+    mid-transaction, so the worker never waits on one without a deadline."""
+    results: dict[int, T | BaseException] = {}
+    threads = {}
+    for key, call in calls.items():
+        def target(key: int = key, call: Callable[[], T] = call) -> None:
+            try:
+                results[key] = call()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                results[key] = exc
+
+        thread = threading.Thread(target=target, name=f"txn-{key}", daemon=True)
+        thread.start()
+        threads[key] = thread
+    end = time.monotonic() + deadline_s
+    for key, thread in threads.items():
+        while thread.is_alive() and time.monotonic() < end:
+            if tick is not None:
+                tick()
+            if give_up is not None and give_up.is_set():
+                break
+            thread.join(min(0.05, max(0.0, end - time.monotonic())))
+        if thread.is_alive():
+            reason = ("the broker connection was lost" if give_up is not None
+                      and give_up.is_set() else f"still blocked after {deadline_s:g} s")
+            results[key] = _Hung(f"transactional call abandoned: {reason}")
+    return {key: results[key] for key in calls}
+
+
 class TransactionalSink(_Buffered):
     """Exactly-once: a transactional producer per input partition."""
 
@@ -152,13 +196,55 @@ class TransactionalSink(_Buffered):
         self.base_id = base_id
         p = settings.profile_defaults
         self.timeout_s = timeout_s or max(5.0, p.socket_timeout_ms / 1000)
-        self.retry_s = retry_s or max(10.0, 2 * p.transaction_timeout_ms / 1000)
+        # The worker's thread waits for commits: stay well inside max.poll.interval.ms, or the
+        # group would consider the worker dead while it waits.
+        self.deadline_s = min(3 * max(5.0, p.transaction_timeout_ms / 1000),
+                              p.max_poll_interval_ms / 2000)
+        self.retry_s = retry_s or max(1.0, self.deadline_s - 2 * self.timeout_s)
         super().__init__()
         self._producers: dict[int, Producer] = {}
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="txn")
+        self.broker_lost = threading.Event()
+        """Set when every broker went away. Whatever the old producers still hold must never
+        reach a restarted broker: a broker without KIP-890 (the embedded one) would accept it
+        into a transaction it has already aborted, a "hanging transaction" that blocks
+        read-committed readers for good. The worker then calls `abandon_all`."""
 
     def _producer_for(self, partition: int) -> Producer:
         return self._producers[partition]
+
+    def _error_callback(self) -> tuple[Callable[[KafkaError], None], threading.Event]:
+        """An error_cb that reports a lost broker only once its producer is in service: a
+        producer still being opened while the broker is away says so too, and that must not
+        throw away the producers that replaced the lost ones."""
+        ready = threading.Event()
+
+        def on_error(error: KafkaError) -> None:
+            if ready.is_set() and error.code() == KafkaError._ALL_BROKERS_DOWN:
+                self.broker_lost.set()
+
+        return on_error, ready
+
+    def _watch(self) -> None:
+        """Serve the producers' error callbacks while commits are blocked in other threads,
+        so losing the broker is noticed within ~50 ms, before it can come back."""
+        for producer in list(self._producers.values()):
+            with contextlib.suppress(KafkaException):  # the blocked call reports fatal errors
+                producer.poll(0)
+
+    def abandon_all(self) -> list[int]:
+        """Drop every producer without another request to the broker (see `broker_lost`);
+        returns their partitions, which must go back to their last checkpoint."""
+        partitions = sorted(self._producers)
+        for producer in self._producers.values():
+            with contextlib.suppress(KafkaException):
+                producer.purge(True, True, False)
+            _ABANDONED.append(producer)
+        self._producers.clear()
+        self._buffers.clear()
+        self.touched.clear()
+        self.send_failures.clear()
+        self.broker_lost.clear()
+        return partitions
 
     def transactional_id(self, partition: int) -> str:
         return f"{self.base_id}.p{partition}"
@@ -166,23 +252,40 @@ class TransactionalSink(_Buffered):
     def has(self, partition: int) -> bool:
         return partition in self._producers
 
+    def _failure(self, partition: int, outcome: BaseException) -> SinkError:
+        if isinstance(outcome, _Hung):
+            # Never touch that producer again: the next owner of the id (us, after the
+            # rewind) fences it.
+            producer = self._producers.pop(partition, None)
+            if producer is not None:
+                _ABANDONED.append(producer)
+            return SinkError("fatal", str(outcome))
+        if isinstance(outcome, KafkaException):
+            return classify(outcome)
+        raise outcome
+
     def open(self, partitions: Iterable[int]) -> dict[int, SinkError]:
         """Create, initialise (fencing the previous owner) and begin, in parallel."""
         wanted = [p for p in partitions if p not in self._producers]
 
         def start(partition: int) -> Producer:
+            on_error, ready = self._error_callback()
             producer = make_producer(self.settings,
-                                     transactional_id=self.transactional_id(partition))
+                                     transactional_id=self.transactional_id(partition),
+                                     error_cb=on_error)
             retrying(lambda: producer.init_transactions(self.timeout_s), self.retry_s)
             producer.begin_transaction()
+            producer.poll(0)  # serve what the opening said before it counts
+            ready.set()
             return producer
 
         failures: dict[int, SinkError] = {}
-        for partition, future in [(p, self._pool.submit(start, p)) for p in wanted]:
-            try:
-                self._producers[partition] = future.result()
-            except KafkaException as exc:
-                failures[partition] = classify(exc)
+        calls = {p: (lambda p=p: start(p)) for p in wanted}
+        for partition, outcome in run_all(calls, self.deadline_s).items():
+            if isinstance(outcome, BaseException):
+                failures[partition] = self._failure(partition, outcome)
+            else:
+                self._producers[partition] = outcome
         return failures
 
     def poll(self) -> None:
@@ -219,56 +322,67 @@ class TransactionalSink(_Buffered):
             retrying(lambda: producer.commit_transaction(self.timeout_s), self.retry_s)
             producer.begin_transaction()
 
-        if len(partitions) == 1:
-            futures = []
-            try:
-                commit_one(partitions[0])
-            except KafkaException as exc:
-                failures[partitions[0]] = classify(exc)
-        else:
-            futures = [(p, self._pool.submit(commit_one, p)) for p in partitions]
-        for partition, future in futures:
-            try:
-                future.result()
-            except KafkaException as exc:
-                failures[partition] = classify(exc)
+        calls = {p: (lambda p=p: commit_one(p)) for p in partitions}
+        outcomes = run_all(calls, self.deadline_s, self.broker_lost, self._watch)
+        for partition, outcome in outcomes.items():
+            if isinstance(outcome, BaseException):
+                failures[partition] = self._failure(partition, outcome)
         return failures
 
     def reset(self, partition: int, error: SinkError | None = None) -> None:
         """Drop the open transaction of `partition`: abort it, or throw the producer away
         when it is fatally broken (the next `open` makes a new one)."""
         self.drop_buffered(partition)
+        self.touched.discard(partition)
         producer = self._producers.get(partition)
         if producer is None:
             return
-        self.touched.discard(partition)
         if error is None or error.kind == "abort":
-            try:
+            def abort() -> None:
                 retrying(lambda: producer.abort_transaction(self.timeout_s), self.retry_s)
                 producer.begin_transaction()
+
+            outcome = run_all({partition: abort}, self.deadline_s)[partition]
+            if not isinstance(outcome, BaseException):
                 return
-            except KafkaException as exc:
-                log.warning("abort of %s failed (%s): recreating the producer",
-                            self.transactional_id(partition), exc)
+            log.warning("abort of %s failed (%s): recreating the producer",
+                        self.transactional_id(partition), outcome)
+            if isinstance(outcome, _Hung):
+                self._failure(partition, outcome)
+                return
         self._producers.pop(partition, None)
         producer.purge()  # a fenced or fatal producer must not deliver anything more
 
     def close(self, partition: int) -> None:
         """Give a partition up: abort what is open, then release the producer."""
-        self.drop_buffered(partition)
-        producer = self._producers.pop(partition, None)
-        self.touched.discard(partition)
-        if producer is None:
-            return
-        try:
-            producer.abort_transaction(self.timeout_s)
-        except KafkaException:
-            producer.purge()
+        self.close_many([partition])
+
+    def close_many(self, partitions: Iterable[int]) -> None:
+        producers = {}
+        for partition in partitions:
+            self.drop_buffered(partition)
+            self.touched.discard(partition)
+            producer = self._producers.pop(partition, None)
+            if producer is not None:
+                producers[partition] = producer
+
+        def aborter(producer: Producer) -> Callable[[], None]:
+            def abort() -> None:
+                try:
+                    producer.abort_transaction(self.timeout_s)
+                except KafkaException:
+                    producer.purge()
+
+            return abort
+
+        outcomes = run_all({p: aborter(pr) for p, pr in producers.items()},
+                           self.timeout_s * 2)
+        for partition, outcome in outcomes.items():
+            if isinstance(outcome, _Hung):
+                _ABANDONED.append(producers[partition])
 
     def close_all(self) -> None:
-        partitions = list(self._producers)
-        list(self._pool.map(self.close, partitions))
-        self._pool.shutdown(wait=True)
+        self.close_many(list(self._producers))
 
 
 class AtLeastOnceSink(_Buffered):
