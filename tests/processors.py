@@ -11,6 +11,7 @@ Run a worker with it: `streamrisk worker --processor tests.processors:CountingPr
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 from collections.abc import Iterable, Sequence
@@ -134,8 +135,9 @@ def make_stream(events: int, *, symbols: int = 40, partitions: int = 8, seed: in
                 ) -> list[RecordedMessage]:
     """A recording of `events` market messages (mostly Trades, some Quotes) over `symbols`
     instruments; a `garbage` fraction of them are bad in one of GARBAGE_KINDS (a duplicate is
-    an earlier Trade sent again). Partition and offset fields say where each message lands
-    when produced to explicit partitions of a fresh topic."""
+    an earlier Trade sent again) and carry a ("garbage", kind) header saying so. Partition and
+    offset fields say where each message lands when produced to explicit partitions of a
+    fresh topic."""
     import random
 
     import orjson
@@ -161,6 +163,7 @@ def make_stream(events: int, *, symbols: int = 40, partitions: int = 8, seed: in
         if kind == "duplicate" and sent:
             again = rng.choice(sent[-50:])
             out.append(RecordedMessage.from_event("market", again.symbol, again,
+                                                  headers=[("garbage", "duplicate")],
                                                   **where(again.symbol)))
             continue
         if kind is not None and kind != "duplicate":
@@ -175,7 +178,8 @@ def make_stream(events: int, *, symbols: int = 40, partitions: int = 8, seed: in
             else:
                 data = orjson.dumps({"type": "Trade", "pad": "x" * (max_message_bytes + 10)})
             out.append(RecordedMessage.from_bytes("market", symbol, data,
-                                                  timestamp=ts // 1_000_000, **where(symbol)))
+                                                  timestamp=ts // 1_000_000,
+                                                  headers=[("garbage", kind)], **where(symbol)))
             continue
         prices[symbol] *= math.exp(rng.gauss(0.0, 0.006))
         price = round(prices[symbol], 4)
@@ -190,6 +194,29 @@ def make_stream(events: int, *, symbols: int = 40, partitions: int = 8, seed: in
             sent.append(event)
         out.append(RecordedMessage.from_event("market", symbol, event, **where(symbol)))
     return out
+
+
+BIG_CAP = 20_000
+"""The size cap of the shared big stream (small, so `too_large` garbage stays small)."""
+
+
+@functools.lru_cache(maxsize=1)
+def big_stream() -> tuple[RecordedMessage, ...]:
+    """50,000 events over 64 instruments and 8 partitions, 1% garbage: the stream every
+    runtime end-to-end test replays (built once per test session)."""
+    return tuple(make_stream(50_000, symbols=64, garbage=0.01, max_message_bytes=BIG_CAP,
+                             seed=21))
+
+
+@functools.lru_cache(maxsize=1)
+def big_reference() -> dict[tuple[str, str | None], list[Any]]:
+    """The in-process driver's outputs for `big_stream()`, grouped by (topic, key)."""
+    from engine.driver import Driver, by_key
+
+    got: list[tuple[str, str | None, bytes]] = []
+    Driver(CountingProcessor(), max_message_bytes=BIG_CAP).run(
+        big_stream(), on_output=lambda e: got.append((e.topic, e.key, e.value)))
+    return by_key(got)
 
 
 # --- Kafka helpers for the runtime tests (imports stay inside: the engine tests need none) --

@@ -28,8 +28,11 @@ from schemas.recording import RecordedMessage
 from schemas.settings import Settings
 from schemas.topics import by_name
 from tests.processors import (
+    BIG_CAP,
     CountingProcessor,
     SymbolState,
+    big_reference,
+    big_stream,
     committed_offsets,
     ends_of,
     make_stream,
@@ -71,11 +74,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return s
 
 
-@pytest.fixture(scope="module")
-def big_stream() -> list[RecordedMessage]:
-    return make_stream(50_000, symbols=60, garbage=0.01, max_message_bytes=CAP, seed=11)
-
-
 def run_until_caught_up(processor: Any, settings: Settings, **config: Any) -> Worker:
     worker = Worker(processor, settings, WorkerConfig.from_settings(settings, processor,
                                                                     **config))
@@ -85,33 +83,30 @@ def run_until_caught_up(processor: Any, settings: Settings, **config: Any) -> Wo
 
 
 def test_one_worker_equals_the_driver_and_dead_letters_every_bad_record(
-        settings: Settings, big_stream: list[RecordedMessage]) -> None:
-    produce_recording(settings, big_stream)
+        make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(max_message_bytes=BIG_CAP, worker={"commit_interval_ms": 200})
+    ensure_topics(settings, runtime_specs())
+    stream = big_stream()
+    produce_recording(settings, stream)
     worker = run_until_caught_up(CountingProcessor(), settings)
     outputs = read_committed(settings, OUTPUTS)
-    assert_same(outputs, expected(big_stream))
-    # Every bad record is in the dead-letter topic, at its place, with its reason.
+    assert by_key(outputs) == big_reference()
+    # Every bad record is in the dead-letter topic, at its place, with its kind and reason.
     letters = {(d["original_partition"], d["original_offset"]): d
                for d in (orjson.loads(v) for t, _, v in outputs if t == "dlq")}
-    bad = 0
-    for m in big_stream:
-        try:
-            if len(m.value_bytes()) > CAP:
-                raise ValueError("too large")
-            m.event()
-        except ValueError:  # DecodeError is a ValueError
-            bad += 1
-            letter = letters[(m.partition, m.offset)]
-            assert letter["reason"] and letter["original_topic"] == "market"
-            assert letter["original_key"] == m.key
-    assert bad >= 300
-    kinds = Counter(d["error_kind"] for d in letters.values())
+    bad = [(m, dict(m.headers)["garbage"]) for m in stream if m.headers]
+    assert len(bad) >= 400
+    for m, kind in bad:
+        letter = letters.pop((m.partition, m.offset))
+        assert letter["error_kind"] == kind and letter["reason"]
+        assert letter["original_topic"] == "market" and letter["original_key"] == m.key
+    assert not letters  # and nothing else was dead-lettered
+    kinds = Counter(kind for _, kind in bad)
     assert set(kinds) == {"undecodable", "invalid", "unknown_type", "too_large", "duplicate"}
     assert worker.metrics.dead_letters == kinds
     # ... and every good one was processed: one InstrumentRisk each.
-    assert sum(1 for t, _, _ in outputs if t == "risk.instruments") == (
-        len(big_stream) - sum(kinds.values()))
-    assert committed_offsets(settings, worker.config.group, "market") == ends_of(big_stream)
+    assert sum(1 for t, _, _ in outputs if t == "risk.instruments") == len(stream) - len(bad)
+    assert committed_offsets(settings, worker.config.group, "market") == ends_of(stream)
 
 
 def test_a_new_worker_resumes_from_the_changelog(settings: Settings) -> None:
