@@ -55,21 +55,28 @@ class Pair:
                # up, however slow the market worker is on a loaded machine
                "STREAMRISK_WORKER__TABLE_MAX_WAIT_MS": "120000",
                "STREAMRISK_WORKER__TABLE_IDLE_MS": "3000"}
-        assert settings.bootstrap_servers is not None
+        self.env = env
+        self.kinds: list[str] = []
         for kind in ("market", "orders"):
-            cmd = [sys.executable, "-m", "consumers.runtime", kind,
-                   "--bootstrap-servers", settings.bootstrap_servers,
-                   "--topic-prefix", settings.topic_prefix, "--profile", settings.profile,
-                   "--commit-interval", "200"]
-            with open(logs / f"{kind}.log", "ab") as log:
-                self.children.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
-                                                      stderr=subprocess.STDOUT))
+            self.start(kind)
+
+    def start(self, kind: str) -> None:
+        assert self.settings.bootstrap_servers is not None
+        cmd = [sys.executable, "-m", "consumers.runtime", kind,
+               "--bootstrap-servers", self.settings.bootstrap_servers,
+               "--topic-prefix", self.settings.topic_prefix, "--profile",
+               self.settings.profile, "--commit-interval", "200"]
+        name = f"{kind}-{len(self.kinds)}"
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.children.append(subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log,
+                                                  stderr=subprocess.STDOUT))
+        self.kinds.append(name)
 
     def alive(self) -> bool:
-        for child, kind in zip(self.children, ("market", "orders"), strict=True):
+        for child, name in zip(self.children, self.kinds, strict=True):
             if child.poll() is not None:
-                raise AssertionError(f"{kind} worker exited with {child.returncode}: "
-                                     f"{(self.logs / f'{kind}.log').read_text()[-2000:]}")
+                raise AssertionError(f"{name} worker exited with {child.returncode}: "
+                                     f"{(self.logs / f'{name}.log').read_text()[-2000:]}")
         return True
 
     def close(self) -> None:
@@ -353,7 +360,7 @@ def test_kill_switch_halts_the_scope_and_cancels_its_open_orders(run: dict[str, 
                 "--reason", "test") == 0
     change = _wait_for(settings, "risk.states", lambda s: s["scope"] == "account:KILLME",
                        pair.alive)
-    assert (change["to_state"], change["actor"]) == ("halted", "e2e")
+    assert (change["to_state"], change.get("actor")) == ("halted", "e2e")
     cancel = _wait_for(settings, "orders", lambda c: c["type"] == "MassCancel"
                        and c["account"] == "KILLME", pair.alive)
     assert cancel["scope"] == "account:KILLME" and cancel["requested_by"] == "e2e"
@@ -384,3 +391,43 @@ def test_a_limit_changed_on_risk_limits_applies_to_the_next_order(run: dict[str,
     after = _wait_for(settings, "risk.decisions", lambda d: d["cl_ord_id"] == "LIMITED-2",
                       pair.alive)
     assert after["decision"] == "deny" and "MAX_ORDER_NOTIONAL" in after["reason_codes"]
+
+
+def test_scope_outputs_are_published_once_by_two_order_workers(run: dict[str, Any]) -> None:
+    """Firm, desk and instrument outputs come from table events every order worker applies:
+    with two order workers in the group, exactly one copy reaches the topics."""
+    from producers.kafka import make_admin
+
+    pair: Pair = run["pair"]
+    settings = pair.settings
+    pair.start("orders")
+    group = f"{settings.topic_prefix}order-worker"
+    admin = make_admin(settings)
+    deadline = time.monotonic() + 60
+    while True:  # both members hold partitions
+        described = admin.describe_consumer_groups([group])[group].result(10)
+        holding = [m for m in described.members if m.assignment
+                   and m.assignment.topic_partitions]
+        if len(holding) == 2 and str(described.state).endswith("STABLE"):
+            break
+        assert pair.alive() and time.monotonic() < deadline, "the group never had two members"
+        time.sleep(0.2)
+    symbol, _, _ = _reference(run)
+    assert _cli(settings, "kill", "--scope", f"instrument:{symbol}", "--by", "e2e") == 0
+    assert _cli(settings, "limits", "set", "--scope", "desk:E2E", "--metric", "day_loss",
+                "--soft", "1000", "--hard", "2000", "--by", "e2e") == 0
+    _wait_for(settings, "risk.states", lambda s: s["scope"] == f"instrument:{symbol}"
+              and s.get("actor") == "e2e", pair.alive)
+    _wait_for(settings, "risk.limits", lambda c: c["scope"] == "desk:E2E"
+              and c["source"] == "order-worker", pair.alive)
+    time.sleep(2.0)  # time for a second copy, if the other worker were to publish one
+    states = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.states",))]
+    assert sum(s["scope"] == f"instrument:{symbol}" and s.get("actor") == "e2e"
+               for s in states) == 1
+    echoes = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.limits",))]
+    assert sum(c["scope"] == "desk:E2E" and c["source"] == "order-worker"
+               for c in echoes) == 1
+    # and the replay's instrument transitions (if any) were not published again by the
+    # worker that joined: the new member read them as history
+    replayed = [s for s in states if s["scope"].startswith("instrument:") and not s.get("actor")]
+    assert len(replayed) == len({s["event_id"] for s in replayed})
