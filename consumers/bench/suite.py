@@ -82,7 +82,7 @@ QUICK = BenchConfig("quick", reps=3, latency_seconds=3.0, decision_orders=2000)
 FULL = BenchConfig("full", reps=5, warmup_events=3000, rep_events=12_000,
                    latency_seconds=8.0, latency_at_least_once=True,
                    decision_orders=10_000, restore_reps=5,
-                   restore_versions=2, codec_iterations=20_000,
+                   restore_versions=2, codec_iterations=5000,
                    scaling_instruments=(10, 100, 1000, 10_000), scaling_events=6000,
                    scaling_reps=3, scaling_accounts=(10, 100, 1000), scaling_orders=4000,
                    latency_segments=5)
