@@ -238,7 +238,7 @@ def paced(publisher: Publisher, messages: Sequence[Message], rate: float,
             if i % 1000 == 0:
                 tick(1000)
         producer.poll(0)
-        time.sleep(0.0005)
+        time.sleep(0.001)
     producer.flush(30)
     tick(n % 1000)
     return n / (time.perf_counter() - start)
