@@ -39,6 +39,7 @@ from tests.processors import (
     produce_recording,
     read_committed,
     runtime_specs,
+    wait_committed,
 )
 from tests.threaded_worker import Background
 
@@ -192,8 +193,6 @@ def test_a_fenced_producer_is_recreated_and_resumes_from_the_checkpoint(
     config = WorkerConfig.from_settings(settings, processor)
     worker = Worker(processor, settings, config)
     running = Background(worker)
-    from tests.processors import wait_committed
-
     wait_committed(settings, config.group, "market", ends_of(stream[:4000]), alive=running.alive)
     # Another producer takes the transactional id of every partition: the worker is fenced.
     base = f"{settings.topic_prefix}market-worker.{config.group}"
@@ -267,3 +266,42 @@ def test_missing_topics_are_one_readable_error(make_settings: Callable[..., Sett
     settings = make_settings()
     with pytest.raises(WorkerError, match=r"missing topics: .*market"):
         Worker(CountingProcessor(), settings).run()
+
+
+def test_an_assignment_change_during_a_restore(settings: Settings) -> None:
+    """A worker is still restoring a partition (its changelog ends in a transaction another
+    writer left open) when a second worker joins: the restore is cancelled with the revoke,
+    whoever gets the partition restores it once the changelog is readable, and nothing is
+    lost or doubled."""
+    import time
+
+    stream = make_stream(8000, symbols=24, seed=14)
+    produce_recording(settings, stream[:3000])
+    run_until_caught_up(CountingProcessor(), settings)  # changelog now holds snapshots
+    produce_recording(settings, stream[3000:])
+    stuck = stream[0].partition
+    blocker = make_producer(settings, transactional_id=f"{settings.topic_prefix}other-writer")
+    blocker.init_transactions(10)
+    blocker.begin_transaction()
+    blocker.produce(settings.topic("market-worker.changelog"), b"in flight", b"x", stuck)
+    assert blocker.flush(10) == 0
+    processor = CountingProcessor()
+    config = WorkerConfig.from_settings(settings, processor)
+    first = Background(Worker(processor, settings, config))
+    deadline = time.monotonic() + 30
+    while first.worker.assigned().get(stuck) != "restoring" or any(
+            s == "restoring" for p, s in first.worker.assigned().items() if p != stuck):
+        assert first.alive() and time.monotonic() < deadline, first.worker.assigned()
+        time.sleep(0.05)
+    second = Background(Worker(CountingProcessor(), settings, config))
+    while first.worker.metrics.rebalances < 3:  # assigned, revoked, assigned again
+        assert first.alive() and second.alive() and time.monotonic() < deadline
+        time.sleep(0.05)
+    # Neither worker may process the stuck partition before its state is back.
+    assert all(w.worker.assigned().get(stuck) in (None, "restoring") for w in (first, second))
+    blocker.abort_transaction(10)  # the changelog becomes readable to the end
+    wait_committed(settings, config.group, "market", ends_of(stream), alive=lambda: (
+        first.alive() and second.alive()))
+    first.stop()
+    second.stop()
+    assert_same(read_committed(settings, OUTPUTS), expected(stream))
