@@ -46,9 +46,16 @@ Outputs of table events and who publishes them: `output_owner(output)` names the
 (state key) an output belongs to; MassCancel, AccountRisk and account or strategy
 TradingStateChanged are only produced for accounts this worker holds. Firm, desk and
 instrument TradingStateChanged, audit echoes and rejection alerts (owner None) are computed
-alike by every worker from the same table events: `publish_scope_events=False` silences the
-scope transitions on all workers but one (their ids derive from the input, so duplicates are
-also safe to drop downstream).
+alike by every worker from the same table events. The Kafka runtime publishes those once:
+only the worker holding input partition 0 does, and not for table history read at start-up
+(`consumers.runtime.worker`); `publish_scope_events=False` silences the scope transitions
+for a deployment that runs them elsewhere. Their ids derive from the input, so a copy that
+slips through a hand-over of partition 0 is safe to drop downstream.
+
+Event-time join (`aligned_tables`, `table_key`, `hold_needs`; `engine.temporal_join`): the
+runtime holds each order until `risk.instruments` has been read past the order's time for
+its instrument and every instrument its account holds, and applies instrument risk in event
+time up to it, so the Kafka worker decides as `engine.pipeline.Pipeline` does in-process.
 
 Control is fail-safe rather than as-of: a kill applies to every order decided after it.
 
