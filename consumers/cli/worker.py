@@ -128,7 +128,13 @@ def run(ctx: Context) -> int:
         restore()
         if recorder is not None:
             recorder.close()
-    ctx.err.print(f"{processor.name}: stopped: {worker.metrics.summary()}", markup=False,
+    summary = worker.metrics.summary()
+    if worker.join is not None:  # how the event-time hold ended (only unaligned ones differ)
+        js = worker.join.stats
+        summary += (f"; event-time join: {js.released_aligned} aligned, "
+                    f"{js.released_by_timeout} released by wait or idleness, "
+                    f"{js.max_held} held at most")
+    ctx.err.print(f"{processor.name}: stopped: {summary}", markup=False,
                   highlight=False)
     return 0
 
