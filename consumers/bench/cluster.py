@@ -74,7 +74,9 @@ class WorkerProcess:
             cmd += ["--config", config_file]
         # The benchmark freezes idle workers (SIGSTOP) for seconds at a time; a session
         # timeout longer than that keeps them in their group (nothing else changes).
-        overrides = {**settings.kafka_overrides, "session.timeout.ms": str(FREEZE_SESSION_MS)}
+        # (librdkafka wants max.poll.interval.ms, the profile's, at least as long.)
+        session = min(FREEZE_SESSION_MS, settings.profile_defaults.max_poll_interval_ms)
+        overrides = {**settings.kafka_overrides, "session.timeout.ms": str(session)}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
             "STREAMRISK_KAFKA_OVERRIDES": orjson.dumps(overrides).decode()}
