@@ -470,7 +470,10 @@ class AccountBook:
         if gross > 0:
             hhi = max(0.0, t[8]) / (gross * gross)
             largest = (largest_share if largest_share is not None else
-                       max(terms[6] + terms[7] for terms in self._terms.values()) / gross)
+                       # default: running totals can keep a float residue after the last
+                       # position closed, with no terms left
+                       max((terms[6] + terms[7] for terms in self._terms.values()),
+                           default=0.0) / gross)
         equity = capital + total
         # a wiped-out account has equity <= 0: report a huge but finite leverage
         leverage = gross / max(equity, capital * 1e-6)

@@ -326,3 +326,16 @@ def test_running_totals_match_a_recomputation(ops: list[tuple]) -> None:
                                   if abs(book.positions[sym].qty if sym in book.positions
                                          else 0.0) > 1e-9
                                   or any(o.symbol == sym for o in book.open_orders.values())}
+
+
+def test_metrics_of_a_flat_book_with_a_float_residue_in_its_totals() -> None:
+    # running exposure totals can keep ~1e-16 after the last position closed (found by the
+    # order worker replay tests: every later event of the account was a processing error)
+    book = AccountBook("A")
+    book.apply_fill("X", Side.BUY, 3, 7.1000000000000005)
+    for mark in (3.3000000000000003, 8.71, 1.1):
+        book.mark("X", mark)
+    book.apply_fill("X", Side.SELL, 3, 5.800000000000001)
+    assert not book.held
+    metrics = book.metrics(1e6)
+    assert metrics.largest_share == 0.0 and metrics.gross_exposure < 1e-9
