@@ -229,7 +229,7 @@ def test_replays_are_identical_and_equal_to_evaluate(run: dict[str, Any]) -> Non
                  read_recording(out / "outputs.jsonl")]
     assert compared(first) == compared(reference)
     report = orjson.loads((out / "report.json").read_bytes())
-    assert report["orders"]["decisions"]["deny"] > 0
+    assert report["orders"]["decisions"]["deny"] > 0 and report["dead_letters"] == {}
     decisions = len(values(first, "risk.decisions"))
     orders = sum(1 for m in run["messages"]
                  if m.topic == "orders" and m.value and m.value["type"] in ("OrderNew",
