@@ -99,8 +99,6 @@ class WorkerSettings(BaseModel):
     commit_interval_ms: int = Field(default=500, ge=10, le=600_000)
     commit_interval_events: int = Field(default=5000, ge=1)
     batch_size: int = Field(default=500, ge=1, le=100_000)
-    dedup_window: int = Field(default=100_000, ge=0,
-                              description="event_ids remembered per partition")
     dedup_per_key: int = Field(default=256, ge=0, le=65_536,
                                description="event_ids remembered per state key (0: no dedup)")
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
