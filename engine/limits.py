@@ -49,6 +49,7 @@ from schemas.codec import describe_validation_error
 from schemas.common import scope_id, scope_kind
 from schemas.control import LimitConfig, LimitLevel, LimitOverride
 from schemas.ids import content_event_id
+from schemas.settings import read_mapping_file
 
 # --- the metric catalogue ------------------------------------------------------------------
 
@@ -534,25 +535,7 @@ def load_limits_file(path: str | Path, *, ts_event: int, changed_by: str | None 
     `scopes` may also be a list of tables each with a `scope` key. Event ids are derived
     from the content, so loading the same file at the same time gives the same events.
     """
-    import tomllib
-
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LimitsFileError(f"cannot read limits file {path}: {exc.strerror}") from None
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = tomllib.loads(text)
-    except Exception as exc:  # noqa: BLE001 - yaml and tomllib raise their own types
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LimitsFileError(f"limits file {path} is not valid YAML/TOML: {first}") from None
-    if not isinstance(data, Mapping):
-        raise LimitsFileError(f"limits file {path} must hold a table")
+    data = read_mapping_file(path, "limits file", LimitsFileError)
     try:
         return configs_from_mapping(data, ts_event=ts_event, changed_by=changed_by,
                                     source=source)

@@ -211,13 +211,15 @@ class Settings(BaseSettings):
         return conf
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML config file into a dict; ConfigFileError on any problem."""
+def read_mapping_file(path: str | Path, what: str,
+                      error: type[ValueError] = ValueError) -> dict[str, Any]:
+    """A YAML (.yaml/.yml) or TOML file holding a table, as a dict. Any problem raises
+    `error` with one line naming `what` the file is ("config file", "limits file")."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigFileError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -225,12 +227,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text) or {}
         else:
             data = tomllib.loads(text)
-    except Exception as exc:  # noqa: BLE001 - both parsers raise their own types
+    except Exception as exc:  # noqa: BLE001 - yaml and tomllib raise their own types
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigFileError(f"config file {path} is not valid: {first}") from None
+        raise error(f"{what} {path} is not valid YAML/TOML: {first}") from None
     if not isinstance(data, dict):
-        raise ConfigFileError(f"config file {path} must hold a table of settings")
+        raise error(f"{what} {path} must hold a table")
     return data
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into a dict; ConfigFileError on any problem."""
+    return read_mapping_file(path, "config file", ConfigFileError)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -57,7 +57,7 @@ def test_bad_flags(tmp_path: Path, args: list[str], fragment: str) -> None:
 
 @pytest.mark.parametrize(("text", "fragment"), [
     (None, "cannot read config file"),
-    ("profile = 'test'\nconnect_timeout_s = \n", "is not valid: Invalid value"),
+    ("profile = 'test'\nconnect_timeout_s = \n", "is not valid YAML/TOML: Invalid value"),
     ("connect_timeout_s = -3\n", "connect_timeout_s: Input should be greater than 0"),
 ])
 def test_bad_config_file(tmp_path: Path, text: str | None, fragment: str) -> None:

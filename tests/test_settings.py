@@ -71,9 +71,9 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path, clean_env: pytest.Mo
     ('profile = "fast"\n', ".toml", "profile: Input should be 'test', 'embedded' or"),
     ("no_such_setting = 1\n", ".toml", "no_such_setting: Extra inputs are not permitted"),
     ("worker:\n  guarantee: maybe\n", ".yaml", "worker.guarantee: Input should be"),
-    ("profile = \n", ".toml", "is not valid: Invalid value"),
-    ("- a\n- b\n", ".yaml", "must hold a table of settings"),
-    ("a: [1,\n", ".yml", "is not valid: "),
+    ("profile = \n", ".toml", "is not valid YAML/TOML: Invalid value"),
+    ("- a\n- b\n", ".yaml", "must hold a table"),
+    ("a: [1,\n", ".yml", "is not valid YAML/TOML: "),
 ])
 def test_bad_config_files_give_one_line(tmp_path: Path, text: str, suffix: str,
                                         fragment: str) -> None:
