@@ -10,11 +10,11 @@ Three rules shape what goes out when:
   market worker's instrument risk for its symbol has gone past the event's time, as seen on
   `risk.instruments`, or the market worker has been current (less than `CURRENT_LAG`
   behind) for `HOLD_MAX_WAIT_S` while it waited (a symbol that went quiet). The order worker
-  reads instrument risk as of each order's event time from a short history per symbol, and
-  the worker runtime does not hold orders for it yet: an order that reaches the order worker
-  before its instrument's risk (at start-up, or while the market worker catches up), or
-  long after it (the history has moved on), is denied with MISSING_REFERENCE_DATA. Holding
-  orders here and keeping both workers close behind the feed avoids both.
+  holds orders for the same reason (the runtime's event-time join) and reads instrument risk
+  as of each order's event time from a short history per symbol; an order that arrives long
+  after its instrument's risk (the history has moved on) is denied MISSING_REFERENCE_DATA.
+  Holding here as well keeps both workers close behind the feed, so the view shows live
+  decisions rather than a backlog released at once.
 
 The recording is written in publishing order, so it is exactly the stream the workers saw.
 

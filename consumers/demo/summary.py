@@ -251,9 +251,10 @@ def _print_replay(console: Console, snap: Snapshot, evaluation: Evaluation) -> N
         text = Text(f"{same:,} of {total:,} pre-trade decisions identical to the in-process "
                     "run")
         if same < total:
-            text.append(" (the others met instrument risk at another point than the "
-                        "in-process event-time alignment: the worker runtime does not hold "
-                        "orders for it)", style="yellow")
+            text.append(" (a live run can differ where an order was released by the join's "
+                        "time limit, or a limit or command met the order in another order "
+                        "than event time; order-worker.log counts the releases)",
+                        style="yellow")
         grid.add_row("", text)
     console.print(grid)
 
