@@ -89,7 +89,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -340,7 +340,6 @@ class Worker:
             self._offer(messages)
             return
         start = time.perf_counter()
-        parts = self._parts
         handle = self.runner.handle
         sink = self._sink
         assert sink is not None
@@ -350,15 +349,7 @@ class Worker:
         handled = 0
         watch = self.metrics.wants_outputs
         seen: list[Emitted] = []
-        for message in messages:
-            if message.error() is not None:
-                self._consumer_error(message)
-                continue
-            partition: int = message.partition()  # type: ignore[assignment]
-            state = parts.get(partition)
-            offset: int = message.offset()  # type: ignore[assignment]
-            if state is None or state.status != ACTIVE or offset < state.position:
-                continue  # revoked, restoring, or already processed
+        for message, partition, state, offset in self._fresh(messages):
             emitted = handle(partition, offset, message.key(), message.value(),
                              message.timestamp()[1])
             for out in emitted:
@@ -373,6 +364,22 @@ class Worker:
         self.metrics.batch(handled, time.perf_counter() - start)
         if seen:
             self.metrics.outputs(seen)
+
+    def _fresh(self, messages: list[Message]) -> Iterator[tuple[Message, int, _Partition, int]]:
+        """The messages still to process, with their partition, its state and their offset:
+        consumer errors are handled, and messages of partitions that are revoked or
+        restoring, or already processed, are skipped."""
+        parts = self._parts
+        for message in messages:
+            if message.error() is not None:
+                self._consumer_error(message)
+                continue
+            partition: int = message.partition()  # type: ignore[assignment]
+            state = parts.get(partition)
+            offset: int = message.offset()  # type: ignore[assignment]
+            if state is None or state.status != ACTIVE or offset < state.position:
+                continue
+            yield message, partition, state, offset
 
     def _consumer_error(self, message: Message) -> None:
         error = message.error()
@@ -472,15 +479,7 @@ class Worker:
         parts = self._parts
         cap = self.runner.max_message_bytes
         now = time.monotonic_ns()
-        for message in messages:
-            if message.error() is not None:
-                self._consumer_error(message)
-                continue
-            partition: int = message.partition()  # type: ignore[assignment]
-            state = parts.get(partition)
-            offset: int = message.offset()  # type: ignore[assignment]
-            if state is None or state.status != ACTIVE or offset < state.position:
-                continue  # revoked, restoring, or already processed
+        for message, partition, _, offset in self._fresh(messages):
             value = message.value()
             event = None
             if value is not None and len(value) <= cap:
