@@ -14,6 +14,8 @@ from schemas.outputs import (
     ModelHealth,
     RiskAlert,
     RiskDecision,
+    ScopeContribution,
+    ScopeRisk,
     TradingStateChanged,
 )
 
@@ -23,6 +25,8 @@ OUTPUT_EVENTS: tuple[type[Envelope], ...] = (
     LimitBreach,
     InstrumentRisk,
     AccountRisk,
+    ScopeContribution,
+    ScopeRisk,
     TradingStateChanged,
     ModelHealth,
     DeadLetter,

@@ -63,6 +63,10 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               DATA_PARTITIONS, dict(_COMPACT), "latest risk per instrument"),
     TopicSpec("risk.accounts", "account", ("AccountRisk",),
               DATA_PARTITIONS, dict(_COMPACT), "latest risk per account"),
+    TopicSpec("risk.scope-accounts", "scope id", ("ScopeContribution",),
+              DATA_PARTITIONS, _delete(1), "account figures re-keyed by desk and firm"),
+    TopicSpec("risk.scopes", "scope id", ("ScopeRisk",),
+              DATA_PARTITIONS, dict(_COMPACT), "latest aggregated risk and state per desk/firm"),
     TopicSpec("risk.states", "scope id", ("TradingStateChanged",),
               DATA_PARTITIONS, _delete(0.25), "every trading-state transition"),
     TopicSpec("risk.limits", "scope id", ("LimitConfig",),
@@ -76,7 +80,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
 )
 
 # Workers keep their state in a compacted changelog with the partition count of their input.
-WORKER_INPUTS: dict[str, str] = {"market-worker": "market", "order-worker": "orders"}
+WORKER_INPUTS: dict[str, str] = {"market-worker": "market", "order-worker": "orders",
+                                 "scope-worker": "risk.scope-accounts"}
 
 
 def changelog_spec(worker: str) -> TopicSpec:

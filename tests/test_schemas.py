@@ -173,6 +173,20 @@ STRATEGIES: dict[str, st.SearchStrategy[Envelope]] = {
         open_order_notional=NON_NEG, counterparty_exposure=st.dictionaries(TEXT, FINITE,
                                                                            max_size=3),
         time_to_liquidate_days=NON_NEG, liquidity_adjusted_var=NON_NEG, anomaly_score=FRACTION),
+    "ScopeContribution": event(
+        "ScopeContribution", scope=SCOPE, account=IDENT,
+        trading_state=st.sampled_from(TradingState), realized_pnl=FINITE,
+        unrealized_pnl=FINITE, day_pnl=FINITE, gross_exposure=NON_NEG, net_exposure=FINITE,
+        long_exposure=NON_NEG, short_exposure=NON_NEG, var_95=NON_NEG, es_975=NON_NEG,
+        open_order_notional=NON_NEG),
+    "ScopeRisk": event(
+        "ScopeRisk", scope=SCOPE, accounts=st.integers(0, 10_000),
+        trading_state=st.sampled_from(TradingState), state_cause=st.text(max_size=500),
+        realized_pnl=FINITE, unrealized_pnl=FINITE, day_pnl=FINITE, gross_exposure=NON_NEG,
+        net_exposure=FINITE, long_exposure=NON_NEG, short_exposure=NON_NEG, var_95=NON_NEG,
+        es_975=NON_NEG, open_order_notional=NON_NEG, drawdown_intraday=NON_NEG,
+        drawdown_trailing=NON_NEG, accounts_reducing=st.integers(0, 10_000),
+        accounts_halted=st.integers(0, 10_000)),
     "TradingStateChanged": event(
         "TradingStateChanged", scope=SCOPE, from_state=st.sampled_from(TradingState),
         to_state=st.sampled_from(TradingState), cause=st.text(min_size=1, max_size=500),
