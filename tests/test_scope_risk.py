@@ -144,7 +144,7 @@ def test_desk_day_loss_drives_reducing_then_halted_and_only_enable_leaves_it(
     assert last_risk(out).trading_state is TradingState.REDUCING
     assert "day_loss" in last_risk(out).state_cause
 
-    out = desk.process(contribution("A1", 3 * S, loss=150.0))
+    out = list(desk.process(contribution("A1", 3 * S, loss=150.0)))
     (halted,) = of_type(out, "TradingStateChanged")
     assert (halted.from_state, halted.to_state) == (TradingState.REDUCING, TradingState.HALTED)
     # losses recovered: still halted, nothing moves by itself
@@ -152,7 +152,7 @@ def test_desk_day_loss_drives_reducing_then_halted_and_only_enable_leaves_it(
     assert of_type(out, "TradingStateChanged") == []
     assert last_risk(out).trading_state is TradingState.HALTED and last_risk(out).day_pnl == 0
 
-    out = desk.apply_table("risk.control", command("enable", ts=6 * S, by="carol"))
+    out = list(desk.apply_table("risk.control", command("enable", ts=6 * S, by="carol")))
     (enabled,) = of_type(out, "TradingStateChanged")
     assert (enabled.to_state, enabled.actor) == (TradingState.ACTIVE, "carol")
     assert last_risk(out).trading_state is TradingState.ACTIVE
@@ -370,7 +370,8 @@ def test_the_aggregate_is_the_sum_of_each_accounts_latest_whatever_the_order(
             "realized_pnl", "unrealized_pnl", "day_pnl", "net_exposure") else expected), name
     # the same set of latest contributions in any order gives the very same numbers
     again = ScopeRiskProcessor()
-    ordered = of_type(run(again, sorted(latest.values(), key=lambda c: c.account)), "ScopeRisk")
+    by_account = [latest[a] for a in sorted(latest)]
+    ordered = of_type(run(again, by_account), "ScopeRisk")
     assert [getattr(ordered[-1], n) for n in FIGURES] == [getattr(final, n) for n in FIGURES]
 
 
@@ -398,7 +399,7 @@ def test_no_transition_without_a_cause_and_every_snapshot_shows_the_machine(
     state = TradingState.ACTIVE
     for ev in events:
         for output in run(p, [ev]):
-            value = output.value
+            value: Any = output.value
             if value.type == "TradingStateChanged":
                 assert value.cause.strip() and value.from_state is state
                 assert value.from_state is not value.to_state or value.actor is not None
