@@ -49,13 +49,24 @@ USERS: dict[str, dict[str, Any]] = {
     "streamrisk-order-worker": {
         "about": "order risk worker: orders + instrument risk + limits + control -> decisions",
         "read": ["orders", "risk.instruments", "risk.accounts", "risk.limits", "risk.control",
-                 "order-worker.changelog"],
-        # orders: the kill switch emits MassCancel on the orders topic.
+                 "risk.scopes", "order-worker.changelog"],
+        # orders: the kill switch emits MassCancel on the orders topic. risk.scope-accounts:
+        # each account's figures re-keyed by desk and firm, for the scope worker.
         "write": ["risk.decisions", "risk.breaches", "risk.accounts", "risk.states",
-                  "risk.alerts", "risk.model-health", "dlq", "orders",
+                  "risk.alerts", "risk.model-health", "dlq", "orders", "risk.scope-accounts",
                   "order-worker.changelog"],
         "groups": [("streamrisk-order-worker", ["Describe", "Read"])],
         "transactional": "streamrisk-order-worker",
+    },
+    "streamrisk-scope-worker": {
+        "about": "desk/firm aggregation: account figures by scope + limits + control -> "
+                 "scope risk, desk/firm breaches and states",
+        "read": ["risk.scope-accounts", "risk.limits", "risk.control",
+                 "scope-worker.changelog"],
+        "write": ["risk.scopes", "risk.breaches", "risk.states", "dlq",
+                  "scope-worker.changelog"],
+        "groups": [("streamrisk-scope-worker", ["Describe", "Read"])],
+        "transactional": "streamrisk-scope-worker",
     },
     "streamrisk-producer": {
         "about": "simulator, replay and publish: market data and order flow in",
@@ -67,7 +78,7 @@ USERS: dict[str, dict[str, Any]] = {
     "streamrisk-risk-admin": {
         "about": "risk desk: `streamrisk limits set`, `kill`, `enable` (audited, with actor)",
         "read": ["risk.limits", "risk.control", "risk.states", "risk.accounts",
-                 "risk.breaches"],
+                 "risk.scopes", "risk.breaches"],
         "write": ["risk.limits", "risk.control"],
         "groups": [("streamrisk-risk-admin", ["Describe", "Read"])],
         "transactional": None,
@@ -75,7 +86,7 @@ USERS: dict[str, dict[str, Any]] = {
     "streamrisk-subscriber": {
         "about": "dashboard, `streamrisk alerts`, webhook forwarder: read-only on outputs",
         "read": ["risk.alerts", "risk.decisions", "risk.breaches", "risk.instruments",
-                 "risk.accounts", "risk.states", "risk.model-health"],
+                 "risk.accounts", "risk.scopes", "risk.states", "risk.model-health"],
         "write": [],
         # Only the webhook forwarder joins a group and commits; the dashboard and `alerts`
         # assign partitions themselves (Describe on their group id for the coordinator

@@ -244,7 +244,8 @@ def test_worker_deployments_run_both_workers_with_their_own_identity() -> None:
     deployments = _deployments()
     users = {u["metadata"]["name"]: u for u in _of_kind("KafkaUser")}
     for name, kind, source in (("market-worker", "market", "market"),
-                               ("order-worker", "orders", "orders")):
+                               ("order-worker", "orders", "orders"),
+                               ("scope-worker", "scopes", "risk.scope-accounts")):
         (container,) = _containers(deployments[name])
         args = container["args"]
         assert args[:2] == ["worker", kind]
@@ -323,7 +324,9 @@ def test_autoscaling_follows_each_workers_consumer_lag() -> None:
 
 # --- compose -------------------------------------------------------------------------------
 
-STREAMRISK_SERVICES = ("topics", "market-worker", "order-worker", "simulator", "dashboard")
+STREAMRISK_SERVICES = ("topics", "market-worker", "order-worker", "scope-worker", "simulator",
+                       "dashboard")
+WORKER_KINDS = {"market-worker": "market", "order-worker": "orders", "scope-worker": "scopes"}
 
 
 def test_compose_has_every_service_wired_in_order() -> None:
@@ -332,11 +335,11 @@ def test_compose_has_every_service_wired_in_order() -> None:
     assert "zookeeper" not in services
     assert services["topics"]["command"] == ["topics", "create"]
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
-    for name in ("market-worker", "order-worker"):
+    for name, kind in WORKER_KINDS.items():
         svc = services[name]
-        assert svc["deploy"]["replicas"] == 2
+        assert svc["deploy"]["replicas"] == (1 if name == "scope-worker" else 2)
         assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
-        assert svc["command"][:2] == ["worker", "market" if name == "market-worker" else "orders"]
+        assert svc["command"][:2] == ["worker", kind]
         assert svc["secrets"] == ["snapshot_key"]
         assert svc["environment"]["STREAMRISK_SNAPSHOT_KEY_FILE"] == "/run/secrets/snapshot_key"
         assert _flag(svc["command"], "--group") == f"streamrisk-{name}"
@@ -345,7 +348,7 @@ def test_compose_has_every_service_wired_in_order() -> None:
     assert services["simulator"]["depends_on"]["market-worker"]["condition"] == "service_healthy"
     assert services["dashboard"]["command"][0] == "dashboard"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
-    for name in ("kafka", "market-worker", "order-worker", "dashboard", "prometheus", "grafana"):
+    for name in ("kafka", *WORKER_KINDS, "dashboard", "prometheus", "grafana"):
         assert services[name]["healthcheck"]["test"], name
 
 
@@ -435,7 +438,7 @@ def test_prometheus_scrapes_every_worker_replica_on_its_metrics_port() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     services = _compose()["services"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    for worker in ("market-worker", "order-worker"):
+    for worker in WORKER_KINDS:
         port = int(_flag(services[worker]["command"], "--metrics-port") or 0)
         (sd,) = jobs[worker]["dns_sd_configs"]
         assert sd["names"] == [worker] and sd["port"] == port and sd["type"] == "A"

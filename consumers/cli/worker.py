@@ -1,4 +1,8 @@
-"""`streamrisk worker market|orders`: run a risk worker in a consumer group.
+"""`streamrisk worker market|orders|scopes`: run a risk worker in a consumer group.
+
+`scopes` is the desk/firm aggregation stage (`engine.scope_risk`): it consumes
+`risk.scope-accounts` (what the order workers publish per account and scope) and publishes
+`risk.scopes`, desk/firm breaches and trading-state changes.
 
 The processor comes from a small factory table, imported lazily, so a build without one of
 the workers still runs the other. `--processor module:Class` (hidden, for tests and for
@@ -20,6 +24,7 @@ HELP = "run a risk worker: consume, process, produce with exactly-once checkpoin
 PROCESSORS: dict[str, tuple[str, str]] = {
     "market": ("engine.market_risk", "MarketRiskProcessor"),
     "orders": ("engine.order_risk", "OrderRiskProcessor"),
+    "scopes": ("engine.scope_risk", "ScopeRiskProcessor"),
 }
 
 
@@ -67,7 +72,8 @@ def resolve(kind: str | None, spec: str | None) -> Any:
     if spec:
         return load_processor_class(spec)
     if kind is None:
-        raise CliError("name the worker to run: streamrisk worker market|orders", 2)
+        raise CliError("name the worker to run: streamrisk worker "
+                       f"{'|'.join(PROCESSORS)}", 2)
     module_name, class_name = PROCESSORS[kind]
     try:
         return load_processor_class(f"{module_name}:{class_name}")
