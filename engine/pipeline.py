@@ -1,9 +1,12 @@
-"""The two-stage pipeline in-process: market risk feeding order risk, merged in event time.
+"""The pipeline in-process: market risk feeding order risk (merged in event time), and the
+order stage feeding the desk/firm aggregation stage.
 
 Through Kafka the market worker publishes InstrumentRisk to `risk.instruments` and the order
 worker reads that topic as a table, holding each order until the table has caught up with
-the order's event time (`consumers.runtime.alignment`). `Pipeline` is the same thing without
-a broker, and the reference the Kafka path is compared with:
+the order's event time (`consumers.runtime.alignment`); the order worker publishes
+ScopeContributions to `risk.scope-accounts`, which the scope worker consumes, and the scope
+worker's ScopeRisk on `risk.scopes` is a table of the order worker again. `Pipeline` is the
+same thing without a broker, and the reference the Kafka path is compared with:
 
 1. `market` messages go through the market processor (an `engine.driver.EventRunner`, with
    the size cap, decoding, de-duplication and dead letters of a worker); every output is
@@ -15,6 +18,15 @@ a broker, and the reference the Kafka path is compared with:
 3. Table events and orders are merged by event time, stably (each keeps its file order),
    with table events first at equal times: an order at T sees every table event up to and
    including T and none after it, which is what the Kafka order worker's hold gives.
+4. The scope stage (`engine.scope_risk`, on unless `scopes=None`) gets every
+   `risk.scope-accounts` output of the order stage at once, and the `risk.limits` and
+   `risk.control` table events at the same point of the merge as the order stage. Its
+   `risk.scopes` outputs become table events of the order stage (when it reads that table),
+   applied before anything later: their event time is that of the order stage's event that
+   caused them, which no pending order precedes. That is the zero-latency case of the
+   Kafka path, where a ScopeRisk reaches the order workers on arrival, a little later.
+   Recorded `risk.scope-accounts` and `risk.scopes` messages are ignored (the stages are the
+   source of truth).
 
 An output's event time is its cause's (DESIGN.md section 5), so the merge reads each
 event's time from the message (`value.ts_event`) without decoding it twice. Recordings are
@@ -41,7 +53,7 @@ import dataclasses
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from engine.driver import (
     DEFAULT_DEDUP_PER_KEY,
@@ -55,6 +67,8 @@ from engine.processor import Processor
 from schemas.recording import RecordedMessage, RecordingWriter, read_recording
 
 INSTRUMENTS = "risk.instruments"
+SCOPE_ACCOUNTS = "risk.scope-accounts"
+SCOPES = "risk.scopes"
 
 
 def _ts_of(message: RecordedMessage) -> int:
@@ -68,13 +82,17 @@ def _ts_of(message: RecordedMessage) -> int:
 
 
 class Pipeline(Driver):
-    """Market processor -> instrument table -> order processor, in one process.
+    """Market processor -> instrument table -> order processor -> scope processor, in one
+    process.
 
     `self.runner` is the order stage's EventRunner (as for a `Driver` of the order
-    processor), `self.market_runner` the market stage's.
+    processor), `self.market_runner` the market stage's and `self.scope_runner` the scope
+    stage's (None when `scopes=None`). `scopes="default"` builds an
+    `engine.scope_risk.ScopeRiskProcessor` with its default configuration.
     """
 
-    def __init__(self, market: Processor, orders: Processor, *,
+    def __init__(self, market: Processor, orders: Processor,
+                 scopes: Processor | Literal["default"] | None = "default", *,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  dedup_per_key: int = DEFAULT_DEDUP_PER_KEY) -> None:
         super().__init__(orders, max_message_bytes=max_message_bytes,
@@ -83,6 +101,18 @@ class Pipeline(Driver):
             raise ValueError(f"order processor {orders.name!r} does not read {INSTRUMENTS}")
         self.market_runner = EventRunner(market, max_message_bytes=max_message_bytes,
                                          dedup_per_key=dedup_per_key)
+        if scopes == "default":
+            from engine.scope_risk import ScopeRiskProcessor
+
+            scopes = ScopeRiskProcessor()
+        self.scope_runner = None if scopes is None else EventRunner(
+            scopes, max_message_bytes=max_message_bytes, dedup_per_key=dedup_per_key)
+        # table topics the recording feeds (the stages' own outputs are not taken from it)
+        own = {INSTRUMENTS} | ({SCOPES} if self.scope_runner is not None else set())
+        self._table_topics = (set(self.runner.tables) | set(
+            self.scope_runner.tables if self.scope_runner is not None else ())) - own
+        self._scopes_to_orders = self.scope_runner is not None and SCOPES in self.runner.tables
+        self._scope_offset = 0
         # (event time, topic, value) of table events not yet applied, and orders not yet run
         self._tables: deque[tuple[int, str, bytes]] = deque()
         self._orders: deque[tuple[int, RecordedMessage]] = deque()
@@ -91,13 +121,15 @@ class Pipeline(Driver):
 
     @classmethod
     def default(cls, settings: Any = None, **kwargs: Any) -> Pipeline:
-        """Both stages with their default configurations (the worker settings' size cap,
+        """Every stage with its default configuration (the worker settings' size cap,
         duplicate window and fail-closed switch when `settings` is given)."""
         from engine.market_risk import MarketRiskProcessor
         from engine.order_risk import OrderRiskProcessor
+        from engine.scope_risk import ScopeRiskProcessor
 
         if settings is None:
             return cls(MarketRiskProcessor(), OrderRiskProcessor(), **kwargs)
+        kwargs.setdefault("scopes", ScopeRiskProcessor.from_settings(settings))
         return cls(MarketRiskProcessor(), OrderRiskProcessor.from_settings(settings),
                    max_message_bytes=settings.max_message_bytes,
                    dedup_per_key=settings.worker.dedup_per_key, **kwargs)
@@ -119,7 +151,7 @@ class Pipeline(Driver):
             return emitted + self._merge(final=False)
         if topic == self.runner.input_topic:
             self._orders.append((ts, message))
-        elif topic in self.runner.tables and topic != INSTRUMENTS:
+        elif topic in self._table_topics:
             self._tables.append((ts, topic, message.value_bytes()))
         else:
             self.ignored += 1
@@ -133,6 +165,7 @@ class Pipeline(Driver):
         """Run what the merge rule allows: both heads known, or (for an event-time ordered
         input) a head that no later message can precede."""
         runner, tables, orders = self.runner, self._tables, self._orders
+        scope_runner = self.scope_runner
         frontier = self._frontier
         out: list[Emitted] = []
         while tables or orders:
@@ -148,39 +181,64 @@ class Pipeline(Driver):
                 if frontier is None or orders[0][0] >= frontier:
                     break
                 take_table = False
+            scoped: list[Emitted] = []
             if take_table:
-                _, topic, value = tables.popleft()
-                out += runner.apply_table(topic, value)
+                ts, topic, value = tables.popleft()
+                emitted = runner.apply_table(topic, value) if topic in runner.tables else []
+                if scope_runner is not None and topic in scope_runner.tables:
+                    scoped = scope_runner.apply_table(topic, value)
             else:
-                _, message = orders.popleft()
-                out += runner.handle(message.partition, message.offset, message.key,
-                                     message.value_bytes(), message.timestamp)
+                ts, message = orders.popleft()
+                emitted = runner.handle(message.partition, message.offset, message.key,
+                                        message.value_bytes(), message.timestamp)
+            out += emitted
+            if scope_runner is not None:
+                out += self._scope_stage(ts, emitted, scoped)
         return out
+
+    def _scope_stage(self, ts: int, emitted: list[Emitted], scoped: list[Emitted]
+                     ) -> list[Emitted]:
+        """Run the scope stage over the contributions among the order stage's `emitted`
+        (caused by an event at `ts`); queue the ScopeRisk among its outputs and `scoped`
+        (its outputs of a table event) as the order stage's next table events."""
+        scope_runner = self.scope_runner
+        assert scope_runner is not None
+        for item in emitted:
+            if item.topic == SCOPE_ACCOUNTS:
+                self._scope_offset += 1
+                scoped += scope_runner.handle(0, self._scope_offset, item.key, item.value)
+        if self._scopes_to_orders:
+            self._tables.extendleft(reversed([(ts, SCOPES, e.value) for e in scoped
+                                              if e.topic == SCOPES]))
+        return scoped
 
     # --- results --------------------------------------------------------------------------
 
     def run(self, messages: Iterable[RecordedMessage] | str | Path, *,
             out: str | Path | RecordingWriter | None = None, **kwargs: Any) -> DriverResult:
         """As `Driver.run`; `events` counts every input message, `outputs` and
-        `dead_letters` cover both stages."""
+        `dead_letters` cover every stage."""
         source: Iterable[RecordedMessage] = (
             read_recording(messages) if isinstance(messages, str | Path) else messages)
         before = self.messages
-        market_stats = self.market_runner.stats
-        market_outputs = market_stats.outputs
-        market_dead = Counter(market_stats.dead_letters)
+        others = [self.market_runner.stats] + (
+            [self.scope_runner.stats] if self.scope_runner is not None else [])
+        outputs_before = [s.outputs for s in others]
+        dead_before = [Counter(s.dead_letters) for s in others]
         result = super().run(source, out=out, **kwargs)
         dead = Counter(result.dead_letters)
-        dead.update(market_stats.dead_letters)
-        dead.subtract(market_dead)
-        return dataclasses.replace(
-            result, events=self.messages - before,
-            outputs=result.outputs + market_stats.outputs - market_outputs,
-            dead_letters=+dead)
+        outputs = result.outputs
+        for stats, n, letters in zip(others, outputs_before, dead_before, strict=True):
+            dead.update(stats.dead_letters)
+            dead.subtract(letters)
+            outputs += stats.outputs - n
+        return dataclasses.replace(result, events=self.messages - before, outputs=outputs,
+                                   dead_letters=+dead)
 
     @property
     def processed(self) -> int:
-        """Input events the two processors handled (table events not counted)."""
+        """Input events the processors handled (table events and the scope stage's
+        contributions, which are outputs of the order stage, not counted)."""
         return self.market_runner.stats.processed + self.runner.stats.processed
 
 
