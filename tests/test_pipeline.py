@@ -20,6 +20,7 @@ from schemas.common import Side
 from schemas.market import InstrumentPhase, InstrumentStatus, Trade
 from schemas.orders import OrderNew
 from schemas.recording import RecordedMessage, RecordingWriter, read_recording
+from tests.order_flow import desk_day, final_day_pnl, flat
 
 S = 1_000_000_000
 T0 = 1_704_205_800 * S
@@ -143,66 +144,13 @@ def test_evaluate_scores_decisions_breaches_and_states_against_account_labels(
 
 # --- the third stage: desk/firm aggregation -----------------------------------------------
 
-def _desk_day(losses: tuple[float, float] = (1.0, 1.0)) -> list[RecordedMessage]:
-    """desk:D (day loss soft 150, hard 400) over A1, A2, A3; A1 and A2 buy 100 AAPL at 100,
-    A3 10; the price falls by `losses[0]`, then A3 tries a buy and a sell, then the price
-    falls by `losses[1]` more."""
-    from schemas.control import LimitConfig, LimitLevel
-    from schemas.orders import ExecType, ExecutionReport
-
-    def rec(topic: str, key: str, event: Any) -> RecordedMessage:
-        return RecordedMessage.from_event(topic, key, event)
-
-    n = iter(range(10_000))
-    out = [rec("risk.limits", "desk:D", LimitConfig(
-        event_id="lD", ts_event=T0, ts_init=T0, source="test", scope="desk:D",
-        changed_by="alice", limits={"day_loss": LimitLevel(soft=150.0, hard=400.0)}))]
-    out += [rec("risk.limits", f"account:{a}", LimitConfig(
-        event_id=f"l{a}", ts_event=T0, ts_init=T0, source="test", scope=f"account:{a}",
-        parent="desk:D", changed_by="alice")) for a in ("A1", "A2", "A3")]
-    out.append(rec("market", "AAPL", InstrumentStatus(
-        event_id="st", ts_event=T0, ts_init=T0, source="test", symbol="AAPL",
-        status=InstrumentPhase.TRADING, tick_size=0.01, lot_size=1.0)))
-
-    def trade(ts: int, price: float) -> None:
-        out.append(_trade(next(n), ts, price))
-
-    def order(account: str, ts: int, side: Side, qty: float, price: float,
-              filled: bool) -> None:
-        i = next(n)
-        out.append(rec("orders", account, OrderNew(
-            event_id=f"o{i}", ts_event=ts, ts_init=ts, source="test", account=account,
-            symbol="AAPL", side=side, price=price, qty=qty, cl_ord_id=f"c{i}")))
-        if filled:
-            out.append(rec("orders", account, ExecutionReport(
-                event_id=f"f{i}", ts_event=ts + 1000, ts_init=ts, source="venue",
-                account=account, cl_ord_id=f"c{i}", exec_id=f"x{i}", exec_type=ExecType.FILL,
-                symbol="AAPL", side=side, last_px=price, last_qty=qty, leaves_qty=0.0,
-                cum_qty=qty)))
-
-    trade(T0 + S, 100.0)
-    for account, qty in (("A1", 100), ("A2", 100), ("A3", 10)):
-        order(account, T0 + 2 * S, Side.BUY, qty, 100.0, filled=True)
-    price = 100.0 - losses[0]
-    trade(T0 + 10 * S, price)
-    for account in ("A1", "A2"):  # a small order: the account marks, publishes its risk
-        order(account, T0 + 12 * S, Side.BUY, 1, price, filled=True)
-    order("A3", T0 + 14 * S, Side.BUY, 5, price, filled=False)
-    order("A3", T0 + 15 * S, Side.SELL, 5, price, filled=False)
-    price -= losses[1]
-    trade(T0 + 20 * S, price)
-    for account in ("A1", "A2"):
-        order(account, T0 + 22 * S, Side.SELL, 1, price, filled=True)
-    return out
-
-
 def _values(got: list[Emitted], topic: str) -> list[dict[str, Any]]:
     return [orjson.loads(e.value) for e in got if e.topic == topic]
 
 
 def test_desk_loss_over_accounts_moves_the_desk_and_gates_the_other_accounts() -> None:
     got: list[Emitted] = []
-    result = Pipeline.default().run(_desk_day(losses=(1.0, 1.5)), on_output=got.append)
+    result = Pipeline.default().run(flat(desk_day((1.0, 1.5))), on_output=got.append)
     assert not result.dead_letters
     contributions = _values(got, "risk.scope-accounts")
     if not contributions:
@@ -213,9 +161,7 @@ def test_desk_loss_over_accounts_moves_the_desk_and_gates_the_other_accounts() -
     assert all(s["cause"] and s["metric"] == "day_loss" for s in states)
     desk = [r for r in _values(got, "risk.scopes") if r["scope"] == "desk:D"]
     assert desk[-1]["accounts"] == 3 and desk[-1]["trading_state"] == "halted"
-    # A1, A2: 101 bought, 1 sold at 97.5 (-251.5 each); A3: 10 held from 100 (-25 at the
-    # end, but its last contribution was at 98.5: -10)
-    assert desk[-1]["day_pnl"] == pytest.approx(-251.5 * 2 - 10, abs=1e-6)
+    assert desk[-1]["day_pnl"] == pytest.approx(final_day_pnl((1.0, 1.5)), abs=1e-6)
     breaches = [b for b in _values(got, "risk.breaches") if b["source"] == "scope-worker"]
     assert [(b["level"], b["scope"], b["account"]) for b in breaches] == [
         ("soft", "desk:D", "A2"), ("hard", "desk:D", "A2")]
@@ -233,7 +179,7 @@ def test_desk_loss_over_accounts_moves_the_desk_and_gates_the_other_accounts() -
 def test_the_scope_stage_can_be_left_out() -> None:
     got: list[Emitted] = []
     Pipeline(MarketRiskProcessor(), OrderRiskProcessor(), None).run(
-        _desk_day(), on_output=got.append)
+        flat(desk_day()), on_output=got.append)
     assert not _values(got, "risk.scopes")
     assert not [s for s in _values(got, "risk.states") if s["source"] == "scope-worker"]
 
@@ -241,11 +187,11 @@ def test_the_scope_stage_can_be_left_out() -> None:
 def test_recorded_scope_outputs_are_not_inputs_of_the_pipeline() -> None:
     got: list[Emitted] = []
     first = Pipeline.default()
-    first.run(_desk_day(), on_output=got.append)
+    first.run(flat(desk_day()), on_output=got.append)
     recorded = [RecordedMessage(topic=e.topic, key=e.key, value=orjson.loads(e.value))
                 for e in got if e.topic in ("risk.scopes", "risk.scope-accounts")]
     again: list[Emitted] = []
-    result = Pipeline.default().run(_desk_day() + recorded, on_output=again.append)
+    result = Pipeline.default().run(flat(desk_day()) + recorded, on_output=again.append)
     assert result.ignored == len(recorded)
     assert by_key((e.topic, e.key, e.value) for e in again) == by_key(
         (e.topic, e.key, e.value) for e in got)
