@@ -6,8 +6,9 @@ It is keyed by account and consumes:
 * the `orders` topic (OrderNew, OrderReplace, OrderCancel, ExecutionReport, MassCancel),
   through `process()`: partitioned by account, state per account;
 * table events every worker sees in full, through `apply_table(topic, event)` (or
-  `process()`, same effect): InstrumentRisk (`risk.instruments`), LimitConfig (`risk.limits`)
-  and TradingStateCommand (`risk.control`); `key_of` returns None for them.
+  `process()`, same effect): InstrumentRisk (`risk.instruments`), LimitConfig (`risk.limits`),
+  TradingStateCommand (`risk.control`) and ScopeRisk (`risk.scopes`, the desk/firm
+  aggregation stage's output); `key_of` returns None for them.
 
 Time is event time everywhere. An order reads instrument risk as of its own `ts_event`
 (`instrument_as_of`; `instrument_watermark` tells the runtime how far the table has got), so
@@ -24,7 +25,8 @@ State, and where it lives:
 * table state (replicated on every worker, rebuilt by reading the table topics, NOT in the
   changelog): instrument risk with a short history per instrument (read as of each order's
   event time: no lookahead), the EWMA covariance, the limit book, the latest command per
-  scope and the states of firm, desk and instrument scopes.
+  scope, the command-driven states of firm, desk and instrument scopes, and the latest
+  ScopeRisk per desk and firm.
 
 Outputs (catalogue topic names):
 
@@ -34,7 +36,13 @@ Outputs (catalogue topic names):
   reported again only after the metric went back under its soft level;
 * `risk.accounts`: AccountRisk on every fill, every state change and otherwise at most once
   per `account_publish_interval_ns` of event time;
-* `risk.states`: TradingStateChanged for every transition, with its cause;
+* `risk.scope-accounts`: with every AccountRisk, one ScopeContribution per desk and firm
+  above the account (keyed by that scope), for the aggregation stage;
+* `risk.states`: TradingStateChanged for every account, strategy and instrument transition,
+  with its cause. Desk and firm transitions are published by the aggregation stage
+  (`engine.scope_risk`), not here: this worker applies desk/firm kill and enable commands
+  locally (a kill halts at once and cancels its accounts' open orders in the scope) but
+  leaves the published record to the stage;
 * `orders`: MassCancel for a kill switch (and for an automatic halt when `cancel_on_halt`);
 * `risk.alerts`: RiskAlert for unusual orders (ORDER_UNUSUAL) and for rejected limit changes
   or commands (LIMIT_CHANGE_REJECTED, COMMAND_REJECTED);
@@ -44,8 +52,8 @@ Outputs (catalogue topic names):
 
 Outputs of table events and who publishes them: `output_owner(output)` names the account
 (state key) an output belongs to; MassCancel, AccountRisk and account or strategy
-TradingStateChanged are only produced for accounts this worker holds. Firm, desk and
-instrument TradingStateChanged, audit echoes and rejection alerts (owner None) are computed
+TradingStateChanged and ScopeContribution are only produced for accounts this worker holds.
+Instrument TradingStateChanged, audit echoes and rejection alerts (owner None) are computed
 alike by every worker from the same table events. The Kafka runtime publishes those once:
 only the worker holding input partition 0 does, and not for table history read at start-up
 (`consumers.runtime.worker`); `publish_scope_events=False` silences the scope transitions
@@ -57,7 +65,13 @@ runtime holds each order until `risk.instruments` has been read past the order's
 its instrument and every instrument its account holds, and applies instrument risk in event
 time up to it, so the Kafka worker decides as `engine.pipeline.Pipeline` does in-process.
 
-Control is fail-safe rather than as-of: a kill applies to every order decided after it.
+Control is fail-safe rather than as-of: a kill applies to every order decided after it, and
+so does the state of a desk or firm published on `risk.scopes` (applied on arrival). An
+order's trading state is the most restrictive of: the desk's and firm's published states,
+this worker's command-driven desk/firm machines, the account, the strategy and the
+instrument. As with commands, when a ScopeRisk arrives relative to the orders depends on
+the interleaving of the streams, so decisions it changes are not a function of event time
+alone; what a replay reproduces exactly is everything else.
 
 >>> from schemas.orders import OrderNew
 >>> from schemas.outputs import InstrumentRisk
@@ -137,6 +151,8 @@ from schemas.outputs import (
     PositionRisk,
     RiskAlert,
     RiskDecision,
+    ScopeContribution,
+    ScopeRisk,
     TradingStateChanged,
 )
 
@@ -148,7 +164,8 @@ MONITORED_METRICS = ("position_long", "position_short", "gross_exposure", "net_e
 SNAPSHOT_VERSION = 1
 _REF_LOG = 65_536
 _TABLE_TYPES = {"risk.instruments": ("InstrumentRisk",), "risk.limits": ("LimitConfig",),
-                "risk.control": ("TradingStateCommand",)}
+                "risk.control": ("TradingStateCommand",), "risk.scopes": ("ScopeRisk",)}
+_AGGREGATED_KINDS = ("desk", "firm")
 
 
 def _digest(text: str) -> int:
@@ -231,7 +248,7 @@ class OrderRiskProcessor:
     """
 
     name = NAME
-    tables: tuple[str, ...] = ("risk.instruments", "risk.limits", "risk.control")
+    tables: tuple[str, ...] = ("risk.instruments", "risk.limits", "risk.control", "risk.scopes")
     """Side tables (engine.processor.TableProcessor): read in full by every worker."""
 
     def __init__(self, config: OrderConfig | None = None, *, publish_scope_events: bool = True,
@@ -246,6 +263,8 @@ class OrderRiskProcessor:
         self.limits = LimitBook(defaults=dict(self.config.default_limits))
         self.scope_states: dict[str, ScopeState] = {}
         self.commands: dict[str, TradingStateCommand] = {}
+        self.scope_risk: dict[str, ScopeRisk] = {}
+        """The latest ScopeRisk per desk and firm (the aggregation stage's published state)."""
         self._account_commands: dict[str, dict[str, TradingStateCommand]] = {}
         self._dirty: set[str] = set()
         self._limit_cache: dict[tuple[str, ...], _CachedLimits] = {}
@@ -260,6 +279,7 @@ class OrderRiskProcessor:
             "OrderCancel": self._on_cancel, "ExecutionReport": self._on_execution,
             "MassCancel": self._on_mass_cancel, "InstrumentRisk": self._on_instrument,
             "LimitConfig": self._on_limit, "TradingStateCommand": self._on_command,
+            "ScopeRisk": self._on_scope_risk,
         }
 
     @classmethod
@@ -480,27 +500,37 @@ class OrderRiskProcessor:
 
     def _effective_state(self, st: AccountState, scopes: OrderScopes,
                          strategy: str | None) -> tuple[TradingState, str, str]:
-        candidates: list[ScopeState] = []
-        for scope in reversed(scopes.ancestors):
+        """The most restrictive state over the order's scopes, with its scope and cause.
+
+        Desk and firm count twice: the aggregation stage's published state (ScopeRisk on
+        `risk.scopes`) and this worker's command-driven machine (a kill halts at once, before
+        the stage has published it). On a tie the scope found first (broadest) is named.
+        """
+        candidates: list[tuple[TradingState, str, str]] = []
+        ancestors = list(reversed(scopes.ancestors))  # broadest first
+        if scopes.firm is None:  # fail-safe: a firm-wide state reaches accounts with no firm
+            firms = {s for s in self.scope_states if scope_kind(s) == "firm"}
+            firms |= {s for s in self.scope_risk if scope_kind(s) == "firm"}
+            ancestors += sorted(firms)
+        for scope in ancestors:
+            published = self.scope_risk.get(scope)
+            if published is not None:
+                candidates.append((published.trading_state, scope, published.state_cause))
             machine = self.scope_states.get(scope)
             if machine is not None:
-                candidates.append(machine)
-        if scopes.firm is None:  # fail-safe: a firm-wide state reaches accounts with no firm
-            candidates += [m for s, m in sorted(self.scope_states.items())
-                           if scope_kind(s) == "firm"]
-        candidates.append(st.machine)
+                candidates.append((machine.state, scope, machine.cause))
+        candidates.append((st.machine.state, st.machine.scope, st.machine.cause))
         if strategy is not None and strategy in st.strategies:
-            candidates.append(st.strategies[strategy])
+            m = st.strategies[strategy]
+            candidates.append((m.state, m.scope, m.cause))
         machine = self.scope_states.get(scopes.instrument)
         if machine is not None:
-            candidates.append(machine)
-        worst: ScopeState | None = None
+            candidates.append((machine.state, machine.scope, machine.cause))
+        worst = (TradingState.ACTIVE, "", "")
         for candidate in candidates:
-            if worst is None or RANK[candidate.state] > RANK[worst.state]:
+            if RANK[candidate[0]] > RANK[worst[0]]:
                 worst = candidate
-        if worst is None or worst.state is TradingState.ACTIVE:
-            return TradingState.ACTIVE, "", ""
-        return worst.state, worst.scope, worst.cause
+        return worst
 
     def _group_limits(self, key: tuple[str, ...], scopes: OrderScopes, group: Group,
                       ts: int) -> dict[str, EffectiveLimit]:
@@ -815,6 +845,26 @@ class OrderRiskProcessor:
                 time_to_liquidate_days=days, liquidity_adjusted_var=var95 + cost,
                 anomaly_score=min(1.0, max(0.0, st.model.score_ewma)))
             out.append(Output(AccountRisk.TOPIC, st.account, snapshot))
+            out += self._contributions(snapshot, scopes, cause)
+        return out
+
+    def _contributions(self, snapshot: AccountRisk, scopes: OrderScopes,
+                       cause: Envelope) -> list[Output]:
+        """The account's figures for the aggregation stage of each desk and firm above it
+        (one ScopeContribution per scope, keyed by the scope)."""
+        out: list[Output] = []
+        for scope in (scopes.desk, scopes.firm):
+            if scope is None:
+                continue
+            contribution = ScopeContribution(
+                **self._env(cause, f"SCOPE_CONTRIBUTION:{scope}"), scope=scope,
+                account=snapshot.account, trading_state=snapshot.trading_state,
+                realized_pnl=snapshot.realized_pnl, unrealized_pnl=snapshot.unrealized_pnl,
+                day_pnl=snapshot.day_pnl, gross_exposure=snapshot.gross_exposure,
+                net_exposure=snapshot.net_exposure, long_exposure=snapshot.long_exposure,
+                short_exposure=snapshot.short_exposure, var_95=snapshot.var_95,
+                es_975=snapshot.es_975, open_order_notional=snapshot.open_order_notional)
+            out.append(Output(ScopeContribution.TOPIC, scope, contribution))
         return out
 
     def _transition_outputs(self, st: AccountState | None, tr: Transition, cause: Envelope,
@@ -981,8 +1031,10 @@ class OrderRiskProcessor:
             machine = self.scope_states[cmd.scope] = ScopeState(
                 cmd.scope, auto_recover=self.config.auto_recover)
         tr = machine.command(cmd)
-        out = [] if tr is None else self._transition_outputs(None, tr, cmd,
-                                                             publish=self.publish_scope_events)
+        # desk and firm transitions are published by the aggregation stage (risk.scopes):
+        # here the command only takes effect at once on this worker's accounts
+        publish = self.publish_scope_events and kind not in _AGGREGATED_KINDS
+        out = [] if tr is None else self._transition_outputs(None, tr, cmd, publish=publish)
         if cmd.command is StateCommand.KILL:
             symbol = scope_id(cmd.scope) if kind == "instrument" else None
             for account in sorted(self.accounts):
@@ -992,6 +1044,30 @@ class OrderRiskProcessor:
                 out += self._mass_cancel(st, cmd, cmd.scope, symbol,
                                          f"kill switch by {cmd.issued_by}: {cmd.reason}",
                                          cmd.issued_by, always=False)
+        return out
+
+    def _on_scope_risk(self, ev: ScopeRisk) -> list[Output]:
+        """The aggregation stage's figures and state of a desk or firm: the latest (by event
+        time) gates the orders of the accounts under it from now on (fail-safe, as commands:
+        applied on arrival, not as of each order's time). A move to HALTED cancels the open
+        orders of this worker's accounts in the scope (`cancel_on_halt`)."""
+        if scope_kind(ev.scope) not in _AGGREGATED_KINDS:
+            return []
+        previous = self.scope_risk.get(ev.scope)
+        if previous is not None and ev.ts_event < previous.ts_event:
+            return []  # older than the state in force
+        self.scope_risk[ev.scope] = ev
+        was = previous.trading_state if previous is not None else TradingState.ACTIVE
+        if ev.trading_state is not TradingState.HALTED or was is TradingState.HALTED \
+                or not self.config.cancel_on_halt:
+            return []
+        out: list[Output] = []
+        for account in sorted(self.accounts):
+            if not self.limits.in_scope(account, ev.scope):
+                continue
+            out += self._mass_cancel(self.accounts[account], ev, ev.scope, None,
+                                     ev.state_cause or f"{ev.scope} halted", self.name,
+                                     always=False)
         return out
 
     def _apply_account_command(self, st: AccountState, cmd: TradingStateCommand,

@@ -382,7 +382,7 @@ def test_snapshots_stay_small() -> None:
 def test_output_owner_names_the_account_or_none(proc: OrderRiskProcessor) -> None:
     proc.process(order(cl="c1"))
     outs = list(proc.process(command("account:A")))
-    outs += proc.process(command("desk:D", ts=2 * S))
+    outs += proc.process(command("instrument:AAPL", ts=2 * S))
     outs += proc.process(limit_config("firm:F", order_qty=(None, 1e6)))
     owners = {(o.value.type, proc.output_owner(o)) for o in outs}
     assert ("TradingStateChanged", "A") in owners and ("MassCancel", "A") in owners

@@ -18,10 +18,12 @@ from engine.trading_state import (
     validate_command,
 )
 from schemas.common import Envelope, TradingState
+from schemas.outputs import ScopeContribution, ScopeRisk
 from tests.test_order_risk import (
     S,
     command,
     decision,
+    eid,
     fill,
     irisk,
     limit_config,
@@ -226,7 +228,8 @@ def test_desk_and_firm_kills_reach_their_accounts_only() -> None:
         p.process(order(account=account, cl=f"{account}1", ts=S))
     out = p.process(command("desk:D1", ts=2 * S))
     assert [(m.account, m.scope) for m in of_type(out, "MassCancel")] == [("A", "desk:D1")]
-    assert [c.scope for c in of_type(out, "TradingStateChanged")] == ["desk:D1"]
+    # the desk's transition is the aggregation stage's to publish; it applies here at once
+    assert of_type(out, "TradingStateChanged") == []
     assert decision(p.process(order(account="A", ts=3 * S))).reason_codes == ["TRADING_STATE"]
     assert decision(p.process(order(account="B", ts=3 * S))).decision.value == "accept"
     out = p.process(command("firm:F", ts=4 * S))
@@ -235,6 +238,100 @@ def test_desk_and_firm_kills_reach_their_accounts_only() -> None:
     for account in ("B", "C"):
         d = decision(p.process(order(account=account, ts=5 * S)))
         assert d.reason_codes == ["TRADING_STATE"] and "firm:F" in d.checks[0].message
+
+
+def scope_risk(scope: str, state: TradingState, ts: int, cause: str = "desk day_loss") -> ScopeRisk:
+    return ScopeRisk(event_id=eid("sr"), ts_event=ts, ts_init=0, source="scope-worker",
+                     scope=scope, trading_state=state, state_cause=cause, accounts=2)
+
+
+def _desks() -> OrderRiskProcessor:
+    p = OrderRiskProcessor()
+    run(p, [irisk("AAPL", 0, 100.0), limit_config("account:A", parent="desk:D1"),
+            limit_config("account:B", parent="desk:D2"), limit_config("desk:D1", parent="firm:F"),
+            limit_config("desk:D2", parent="firm:F")])
+    return p
+
+
+def test_every_account_snapshot_is_handed_to_its_desk_and_firm() -> None:
+    p = _desks()
+    p.process(order(cl="a1", ts=S, qty=100))
+    out = p.process(fill("a1", ts=S + 1, qty=100))
+    [snapshot] = of_type(out, "AccountRisk")
+    contributions = [o for o in out if o.value.type == "ScopeContribution"]
+    assert [(o.topic, o.key) for o in contributions] == \
+        [("risk.scope-accounts", "desk:D1"), ("risk.scope-accounts", "firm:F")]
+    for o in contributions:
+        c = o.value
+        assert isinstance(c, ScopeContribution)
+        assert (c.scope, c.account, c.ts_event) == (o.key, "A", snapshot.ts_event)
+        assert p.output_owner(o) == "A"  # per-account state: the account's owner publishes
+        for name in ("trading_state", "realized_pnl", "unrealized_pnl", "day_pnl",
+                     "gross_exposure", "net_exposure", "long_exposure", "short_exposure",
+                     "var_95", "es_975", "open_order_notional"):
+            assert getattr(c, name) == getattr(snapshot, name), name
+    assert snapshot.gross_exposure > 0 and len({o.value.event_id for o in contributions}) == 2
+    # an account with no desk or firm configured has nothing to hand over
+    p.process(order(account="C", cl="c1", ts=S, qty=10))
+    out = p.process(fill("c1", account="C", ts=S + 1, qty=10))
+    assert of_type(out, "AccountRisk") and of_type(out, "ScopeContribution") == []
+
+
+def test_a_desk_state_published_by_the_stage_gates_that_desk_only() -> None:
+    p = _desks()
+    p.process(order(cl="a1", ts=S, qty=100))
+    p.process(fill("a1", ts=S + 1, qty=100))
+    assert p.apply_table("risk.scopes", scope_risk("desk:D1", R, 2 * S)) == []
+    d = decision(p.process(order(ts=3 * S, qty=10)))
+    assert d.reason_codes == ["TRADING_STATE"] and d.trading_state is R
+    assert "desk:D1" in d.checks[0].message and "desk day_loss" in d.checks[0].message
+    reducing = order(ts=3 * S, side="sell", qty=10, price=101.0)
+    assert decision(p.process(reducing)).decision.value == "accept"
+    assert decision(p.process(order(account="B", ts=3 * S))).decision.value == "accept"
+    # an older record (a late copy) does not undo the newer one; a newer one does
+    p.process(scope_risk("desk:D1", A, S))
+    assert decision(p.process(order(ts=4 * S, qty=10))).reason_codes == ["TRADING_STATE"]
+    p.process(scope_risk("desk:D1", A, 5 * S))
+    assert decision(p.process(order(ts=6 * S, qty=10))).decision.value == "accept"
+    # a firm halt reaches every desk under it, and accounts with no firm (fail-safe)
+    p.process(scope_risk("firm:F", H, 7 * S, cause="firm drawdown"))
+    for account in ("A", "B", "C"):
+        d = decision(p.process(order(account=account, ts=8 * S, side="sell", qty=1,
+                                     price=101.0)))
+        assert d.reason_codes == ["TRADING_STATE"] and "firm:F" in d.checks[0].message
+    # ScopeRisk only counts for desks and firms, and only from risk.scopes
+    q = _desks()
+    q.process(scope_risk("account:A", H, S))
+    assert q.apply_table("risk.limits", scope_risk("desk:D1", H, S)) == []
+    assert decision(q.process(order(ts=2 * S))).decision.value == "accept"
+
+
+def test_a_desk_halted_by_the_stage_cancels_its_accounts_orders() -> None:
+    p = _desks()
+    p.process(order(cl="a1", ts=S, price=99.0))
+    p.process(order(account="B", cl="b1", ts=S, price=99.0))
+    out = p.process(scope_risk("desk:D1", H, 2 * S, cause="day_loss above halt level"))
+    assert [(m.account, m.scope, m.reason) for m in of_type(out, "MassCancel")] == \
+        [("A", "desk:D1", "day_loss above halt level")]
+    assert p.accounts["A"].book.open_orders == {} and list(p.accounts["B"].book.open_orders)
+    assert of_type(p.process(scope_risk("desk:D1", H, 3 * S)), "MassCancel") == []
+
+
+def test_a_desk_kill_applies_at_once_whatever_the_stage_says() -> None:
+    p = _desks()
+    p.process(scope_risk("desk:D1", A, S))
+    p.process(order(cl="a1", ts=S, price=99.0))
+    out = p.process(command("desk:D1", ts=2 * S))
+    assert len(of_type(out, "MassCancel")) == 1 and of_type(out, "TradingStateChanged") == []
+    # the stage has not seen the kill yet: its ACTIVE record does not reopen the desk
+    p.process(scope_risk("desk:D1", A, 2 * S))
+    assert decision(p.process(order(ts=3 * S))).reason_codes == ["TRADING_STATE"]
+    # an enable reopens the local machine; the stage's record keeps gating until it agrees
+    p.process(scope_risk("desk:D1", H, 4 * S, cause="kill switch by ops: test"))
+    p.process(command("desk:D1", "enable", ts=5 * S))
+    assert decision(p.process(order(ts=6 * S))).reason_codes == ["TRADING_STATE"]
+    p.process(scope_risk("desk:D1", A, 6 * S))
+    assert decision(p.process(order(ts=7 * S))).decision.value == "accept"
 
 
 def test_instrument_kill_cancels_that_symbol_only() -> None:
