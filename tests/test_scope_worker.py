@@ -1,0 +1,135 @@
+"""The desk/firm aggregation stage through the embedded broker (issue 6).
+
+A market worker, two order workers and one scope worker (`python -m consumers.runtime
+market|orders|scopes` children) on their own topics play the desk day of
+`tests.order_flow`: A1 and A2 each lose less than desk:D's soft day-loss level but together
+more, so the scope worker moves desk:D to REDUCING (TradingStateChanged on `risk.states`,
+ScopeRisk on `risk.scopes`); the order workers read that state as a table, so A3's buy is
+then denied TRADING_STATE while its reducing sell passes; more loss halts the desk; and
+`streamrisk enable --scope desk:D` brings it back to ACTIVE. Each desk transition is
+published exactly once, by the scope worker, whichever order worker holds which account.
+
+The phases wait for each other's outcome: the desk's state reaches the order workers on
+arrival (fail-safe, like a kill), not as of each order's event time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from producers.provision import ensure_topics
+from schemas.settings import Settings, load_settings
+from tests.cli_kafka import cli
+from tests.order_flow import DESK, desk_day, final_day_pnl
+from tests.processors import produce_recording, read_committed
+from tests.test_order_worker import Pair, _wait_for, wait_groups
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def wait_members(settings: Settings, worker: str, count: int, alive: Callable[[], bool],
+                 timeout_s: float = 60) -> None:
+    """Until `worker`'s group is stable with `count` members holding partitions."""
+    from confluent_kafka import ConsumerGroupState
+
+    from producers.kafka import make_admin
+
+    admin = make_admin(settings)
+    group = f"{settings.topic_prefix}{worker}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = admin.describe_consumer_groups([group])[group].result(10)
+        holding = [m for m in described.members
+                   if m.assignment and m.assignment.topic_partitions]
+        if described.state == ConsumerGroupState.STABLE and len(holding) == count:
+            return
+        assert alive() and time.monotonic() < deadline, f"{group} never had {count} members"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def workers(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    profile = "production" if os.environ.get("KAFKA_BOOTSTRAP") else "test"
+    settings = load_settings(None, bootstrap_servers=kafka_bootstrap, profile=profile,
+                             topic_prefix=f"t{os.getpid()}s{int(time.time())}.")
+    ensure_topics(settings)
+    logs: Path = tmp_path_factory.mktemp("scope-e2e")
+    pair = Pair(settings, logs)  # a market worker and an order worker
+    try:
+        pair.start("orders")
+        pair.start("scopes")
+        wait_groups(settings, pair.alive)
+        wait_members(settings, "order-worker", 2, pair.alive)
+        wait_members(settings, "scope-worker", 1, pair.alive)
+        yield pair
+    finally:
+        pair.close()
+
+
+def _desk_states(settings: Settings) -> list[dict[str, Any]]:
+    states = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.states",))]
+    return [s for s in states if s["scope"] == DESK]
+
+
+def test_desk_loss_over_two_accounts_gates_the_third_and_enable_restores(workers: Pair
+                                                                         ) -> None:
+    settings, alive = workers.settings, workers.alive
+    phases = desk_day((1.0, 1.5), tag="e2e")
+    produce_recording(settings, phases["setup"])
+    # the limits are in force on the order workers (their audit echo) before any order
+    _wait_for(settings, "risk.limits", lambda c: c["scope"] == "account:A3"
+              and c["source"] == "order-worker", alive)
+
+    produce_recording(settings, phases["losses"])
+    reducing = _wait_for(settings, "risk.states", lambda s: s["scope"] == DESK
+                         and s["to_state"] == "reducing", alive)
+    assert reducing["source"] == "scope-worker" and reducing["metric"] == "day_loss"
+    assert reducing["observed"] > reducing["threshold"] == 150.0
+    _wait_for(settings, "risk.scopes", lambda r: r["scope"] == DESK
+              and r["trading_state"] == "reducing" and r["accounts"] == 3, alive)
+    # each account alone stayed under the desk's soft level (which binds each of them too)
+    accounts = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.accounts",))]
+    assert accounts and all(a["trading_state"] == "active" and -a["day_pnl"] < 150.0
+                            for a in accounts)
+    time.sleep(1.0)  # the order workers read risk.scopes between batches: let them see it
+
+    produce_recording(settings, phases["gate"])
+    gate_ids = [m.value["cl_ord_id"] for m in phases["gate"]
+                if m.value is not None and m.value["type"] == "OrderNew"]
+    decisions = [_wait_for(settings, "risk.decisions", lambda d, c=c: d["cl_ord_id"] == c,
+                           alive) for c in gate_ids]
+    assert [(d["decision"], d["reason_codes"], d["trading_state"]) for d in decisions] == [
+        ("deny", ["TRADING_STATE"], "reducing"),  # A3's buy would add exposure
+        ("accept", [], "reducing")]  # A3's sell reduces its position
+    assert DESK in decisions[0]["checks"][0]["message"]
+
+    produce_recording(settings, phases["more"])
+    halted = _wait_for(settings, "risk.states", lambda s: s["scope"] == DESK
+                       and s["to_state"] == "halted", alive)
+    assert (halted["from_state"], halted["source"]) == ("reducing", "scope-worker")
+
+    assert cli(settings, "enable", "--scope", DESK, "--by", "e2e", "--reason", "reviewed") == 0
+    enabled = _wait_for(settings, "risk.states", lambda s: s["scope"] == DESK
+                        and s["to_state"] == "active", alive)
+    assert (enabled["actor"], enabled["source"]) == ("e2e", "scope-worker")
+    final = _wait_for(settings, "risk.scopes", lambda r: r["scope"] == DESK
+                      and r["trading_state"] == "active" and r["ts_event"] >= halted["ts_event"],
+                      alive)
+    assert final["day_pnl"] == pytest.approx(final_day_pnl((1.0, 1.5)), abs=1e-6)
+    assert final["accounts"] == 3
+
+    time.sleep(1.0)  # room for a second copy, were any worker to publish one
+    assert [(s["from_state"], s["to_state"], s["source"]) for s in _desk_states(settings)] == [
+        ("active", "reducing", "scope-worker"), ("reducing", "halted", "scope-worker"),
+        ("halted", "active", "scope-worker")]
+    breaches = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.breaches",))]
+    desk_breaches = [(b["level"], b["metric"]) for b in breaches
+                     if b["source"] == "scope-worker"]
+    assert desk_breaches == [("soft", "day_loss"), ("hard", "day_loss")]
