@@ -103,8 +103,12 @@ def test_desk_loss_over_two_accounts_gates_the_third_and_enable_restores(workers
     produce_recording(settings, phases["gate"])
     gate_ids = [m.value["cl_ord_id"] for m in phases["gate"]
                 if m.value is not None and m.value["type"] == "OrderNew"]
-    decisions = [_wait_for(settings, "risk.decisions", lambda d, c=c: d["cl_ord_id"] == c,
-                           alive) for c in gate_ids]
+
+    def decided(cl_ord_id: str) -> dict[str, Any]:
+        return _wait_for(settings, "risk.decisions", lambda d: d["cl_ord_id"] == cl_ord_id,
+                         alive)
+
+    decisions = [decided(c) for c in gate_ids]
     assert [(d["decision"], d["reason_codes"], d["trading_state"]) for d in decisions] == [
         ("deny", ["TRADING_STATE"], "reducing"),  # A3's buy would add exposure
         ("accept", [], "reducing")]  # A3's sell reduces its position
