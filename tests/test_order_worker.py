@@ -394,8 +394,9 @@ def test_a_limit_changed_on_risk_limits_applies_to_the_next_order(run: dict[str,
 
 
 def test_scope_outputs_are_published_once_by_two_order_workers(run: dict[str, Any]) -> None:
-    """Firm, desk and instrument outputs come from table events every order worker applies:
-    with two order workers in the group, exactly one copy reaches the topics."""
+    """Instrument outputs and limit audits come from table events every order worker
+    applies: with two order workers in the group, exactly one copy reaches the topics. Desk
+    and firm transitions are left to the aggregation stage: no order worker publishes one."""
     from producers.kafka import make_admin
 
     pair: Pair = run["pair"]
@@ -416,6 +417,7 @@ def test_scope_outputs_are_published_once_by_two_order_workers(run: dict[str, An
     assert _cli(settings, "kill", "--scope", f"instrument:{symbol}", "--by", "e2e") == 0
     assert _cli(settings, "limits", "set", "--scope", "desk:E2E", "--metric", "day_loss",
                 "--soft", "1000", "--hard", "2000", "--by", "e2e") == 0
+    assert _cli(settings, "kill", "--scope", "desk:E2E", "--by", "e2e") == 0
     _wait_for(settings, "risk.states", lambda s: s["scope"] == f"instrument:{symbol}"
               and s.get("actor") == "e2e", pair.alive)
     _wait_for(settings, "risk.limits", lambda c: c["scope"] == "desk:E2E"
@@ -424,6 +426,7 @@ def test_scope_outputs_are_published_once_by_two_order_workers(run: dict[str, An
     states = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.states",))]
     assert sum(s["scope"] == f"instrument:{symbol}" and s.get("actor") == "e2e"
                for s in states) == 1
+    assert [s for s in states if s["scope"] == "desk:E2E"] == []  # no scope stage runs here
     echoes = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.limits",))]
     assert sum(c["scope"] == "desk:E2E" and c["source"] == "order-worker"
                for c in echoes) == 1
