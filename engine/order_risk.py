@@ -409,6 +409,13 @@ class OrderRiskProcessor:
                 out += self._apply_account_command(st, cmd, strategy)
         return st, out
 
+    def _scope_machine(self, scope: str) -> ScopeState:
+        """A firm, desk or instrument machine (instruments get the hysteresis settings)."""
+        cfg = self.config
+        return ScopeState(scope, auto_recover=cfg.auto_recover,
+                          min_reducing_ns=cfg.instrument_min_reducing_ns
+                          if scope_kind(scope) == "instrument" else 0)
+
     def _strategy_machine(self, st: AccountState, strategy: str) -> ScopeState:
         machine = st.strategies.get(strategy)
         if machine is None:
@@ -970,12 +977,12 @@ class OrderRiskProcessor:
         scope = f"instrument:{ev.symbol}"
         machine = self.scope_states.get(scope)
         if machine is None:
-            machine = self.scope_states[scope] = ScopeState(scope, auto_recover=cfg.auto_recover)
+            machine = self.scope_states[scope] = self._scope_machine(scope)
         readings = [
             Reading("stale_data", 1.0 if ev.stale else 0.0,
                     0.5 if cfg.stale_reduces_instrument else None, None),
             Reading("anomaly_score", ev.anomaly_score, cfg.instrument_anomaly_reduce,
-                    cfg.instrument_anomaly_halt),
+                    cfg.instrument_anomaly_halt, cfg.instrument_anomaly_recover),
         ]
         tr = machine.evaluate(readings, ev.ts_event)
         if tr is None:
@@ -1028,8 +1035,7 @@ class OrderRiskProcessor:
                 self._apply_account_command(st, cmd, strategy)
         machine = self.scope_states.get(cmd.scope)
         if machine is None:
-            machine = self.scope_states[cmd.scope] = ScopeState(
-                cmd.scope, auto_recover=self.config.auto_recover)
+            machine = self.scope_states[cmd.scope] = self._scope_machine(cmd.scope)
         tr = machine.command(cmd)
         # desk and firm transitions are published by the aggregation stage (risk.scopes):
         # here the command only takes effect at once on this worker's accounts

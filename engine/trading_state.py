@@ -6,6 +6,13 @@ HALTED. REDUCING falls back to ACTIVE by itself once every reading is back under
 level (unless `auto_recover` is off). HALTED is sticky: only a manual `enable` command, which
 must name who issued it, leaves it. A `kill` command halts from any state.
 
+Hysteresis, for drivers that hover around their reduce level (an instrument's anomaly score
+near 0.99 flips it every few ticks): a Reading may name a `recover_at` level below its reduce
+level, and a scope a `min_reducing_ns`. REDUCING then recovers only when every reading is at
+or under its recover level AND the scope has been REDUCING for at least that much event time.
+Neither changes when a scope goes up, so hysteresis never makes a scope less restrictive and
+never adds transitions (tests/test_trading_state.py checks both as properties).
+
 Each move is a `Transition` carrying its cause and the numbers, which the worker publishes
 as a TradingStateChanged event.
 
@@ -66,6 +73,9 @@ class Reading:
     observed: float
     reduce_at: float | None = None
     halt_at: float | None = None
+    recover_at: float | None = None
+    """Level a REDUCING scope must come back to (at or under) before it recovers; None:
+    the reduce level (no hysteresis)."""
 
     def severity(self) -> tuple[int, float, float | None]:
         """(0 none, 1 reduce, 2 halt), how far past the level, and the level crossed."""
@@ -74,6 +84,18 @@ class Reading:
         if self.reduce_at is not None and self.observed > self.reduce_at:
             return 1, _excess(self.observed, self.reduce_at), self.reduce_at
         return 0, 0.0, None
+
+
+    def recovered(self) -> bool:
+        """Whether this driver lets a REDUCING scope recover.
+
+        >>> Reading("anomaly", 0.95, reduce_at=0.99, recover_at=0.9).recovered()
+        False
+        >>> Reading("anomaly", 0.95, reduce_at=0.99).recovered()
+        True
+        """
+        level = self.recover_at if self.recover_at is not None else self.reduce_at
+        return level is None or self.observed <= level
 
 
 def _excess(observed: float, level: float) -> float:
@@ -104,6 +126,8 @@ class ScopeState:
     auto_recover: bool = True
     last_command_ts: int = -1
     last_command_id: str | None = None
+    min_reducing_ns: int = 0
+    """Least event time a scope stays REDUCING before it may recover by itself."""
 
     def _move(self, to: TradingState, cause: str, ts: int, *, metric: str | None = None,
               observed: float | None = None, threshold: float | None = None,
@@ -140,10 +164,18 @@ class ScopeState:
                     f"{threshold:.6g}", ts, metric=worst_reading.metric,
                     observed=worst_reading.observed, threshold=threshold)
             return None
-        if self.state is TradingState.REDUCING and self.auto_recover:
-            return self._move(TradingState.ACTIVE,
-                              "recovered: every driver is back under its reduce level", ts)
-        return None
+        if self.state is not TradingState.REDUCING or not self.auto_recover:
+            return None
+        if any(r.recover_at is not None for r in readings) or self.min_reducing_ns:
+            if not all(r.recovered() for r in readings) \
+                    or ts - self.since_ts < self.min_reducing_ns:
+                return None
+            return self._move(
+                TradingState.ACTIVE,
+                f"recovered: every driver at or under its recover level after "
+                f"{(ts - self.since_ts) / 1e9:.6g} s reducing", ts)
+        return self._move(TradingState.ACTIVE,
+                          "recovered: every driver is back under its reduce level", ts)
 
     def command(self, cmd: TradingStateCommand) -> Transition | None:
         """Apply a kill or enable command; CommandRejected when it names no issuer.

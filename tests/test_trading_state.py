@@ -3,6 +3,8 @@ loss spiral, runaway algorithm, kill switch and re-enable, scope kills, stale da
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from engine.order_config import OrderConfig
 from engine.order_risk import OrderRiskProcessor
 from engine.processor import Output
 from engine.trading_state import (
+    RANK,
     CommandRejected,
     Reading,
     ScopeState,
@@ -123,6 +126,54 @@ def test_never_leaves_halted_without_an_enable_command(steps: list[tuple[str, fl
             assert m.state is H
 
 
+def anomaly(score: float, stale: float = 0.0, recover: float | None = None) -> list[Reading]:
+    return [Reading("stale_data", stale, reduce_at=0.5),
+            Reading("anomaly_score", score, reduce_at=0.99, halt_at=None, recover_at=recover)]
+
+
+def test_hysteresis_holds_reducing_until_calm_for_long_enough() -> None:
+    plain, held = ScopeState("instrument:X"), ScopeState("instrument:X", min_reducing_ns=30 * S)
+    scores = [0.995, 0.98, 0.995, 0.95, 0.992, 0.97]
+    plain_moves = [plain.evaluate(anomaly(v), i * S) for i, v in enumerate(scores)]
+    held_moves = [held.evaluate(anomaly(v, recover=0.9), i * S) for i, v in enumerate(scores)]
+    assert sum(t is not None for t in plain_moves) == 6  # flips at every tick
+    assert [t is not None for t in held_moves] == [True] + [False] * 5
+    # calm (at or under 0.9) but not for long enough yet; then long enough but not calm
+    assert held.evaluate(anomaly(0.9, recover=0.9), 20 * S) is None
+    assert held.evaluate(anomaly(0.95, recover=0.9), 40 * S) is None
+    # a driver without a recover level still needs to be under its reduce level
+    assert held.evaluate(anomaly(0.5, stale=1.0, recover=0.9), 41 * S) is None
+    back = held.evaluate(anomaly(0.9, recover=0.9), 42 * S)
+    assert back is not None and back.to_state is A and "42 s reducing" in back.cause
+
+
+_hover = st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0),
+                            st.integers(0, 20 * S)), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_hover, st.floats(0.0, 0.99), st.integers(0, 60 * S), st.booleans())
+def test_hysteresis_never_adds_transitions_nor_loosens_the_state(
+        steps: list[tuple[float, float, int]], recover: float, min_ns: int,
+        can_halt: bool) -> None:
+    halt = 0.999 if can_halt else None
+    plain = ScopeState("instrument:X")
+    held = ScopeState("instrument:X", min_reducing_ns=min_ns)
+    moves = [0, 0]
+    ts = 0
+    for score, other, dt in steps:
+        ts += dt
+        readings = [Reading("anomaly_score", score, 0.99, halt),
+                    Reading("spread", other, 0.8, None)]
+        hyst = [Reading("anomaly_score", score, 0.99, halt, recover),
+                Reading("spread", other, 0.8, None, min(recover, 0.8))]
+        moves[0] += plain.evaluate(readings, ts) is not None
+        moves[1] += held.evaluate(hyst, ts) is not None
+        assert RANK[held.state] >= RANK[plain.state]
+    assert moves[1] <= moves[0]
+
+
+# --- in the processor -------------------------------------------------------------------------
 # --- in the processor -------------------------------------------------------------------------
 
 
@@ -380,8 +431,63 @@ def test_stale_instrument_data_moves_the_instrument_to_reducing() -> None:
         [("instrument:AAPL", R, "stale_data")]
     assert decision(p.process(order(ts=3 * S, qty=10))).reason_codes == ["TRADING_STATE"]
     assert decision(p.process(order(ts=3 * S, side="sell", qty=10))).decision.value == "accept"
-    out = p.process(irisk("AAPL", 4 * S, 100.0))
+    # fresh data again: the instrument stays REDUCING for its minimum time, then recovers
+    assert of_type(p.process(irisk("AAPL", 4 * S, 100.0)), "TradingStateChanged") == []
+    out = p.process(irisk("AAPL", 7 * S, 100.0))
     assert [c.to_state for c in of_type(out, "TradingStateChanged")] == [A]
+
+
+def test_an_instrument_hovering_at_its_anomaly_level_does_not_flap() -> None:
+    p = OrderRiskProcessor()
+    out = run(p, [irisk("AAPL", i * S, 100.0, anomaly_score=0.995 if i % 2 else 0.95)
+                  for i in range(40)])
+    changes = of_type(out, "TradingStateChanged")
+    assert [(c.to_state, c.metric) for c in changes] == [(R, "anomaly_score")]
+    back = p.process(irisk("AAPL", 40 * S, 100.0, anomaly_score=0.9))
+    assert [c.to_state for c in of_type(back, "TradingStateChanged")] == [A]
+    # without hysteresis (as before) every tick flips it
+    q = OrderRiskProcessor(OrderConfig(instrument_anomaly_recover=None,
+                                       instrument_min_reducing_ns=0))
+    out = run(q, [irisk("AAPL", i * S, 100.0, anomaly_score=0.995 if i % 2 else 0.95)
+                  for i in range(40)])
+    assert len(of_type(out, "TradingStateChanged")) == 39
+    with pytest.raises(ValueError, match="at or under"):
+        OrderConfig(instrument_anomaly_recover=0.995)
+
+
+_flow = st.lists(st.one_of(
+    st.tuples(st.just("risk"), st.sampled_from([0.0, 0.5, 0.95, 0.995])),
+    st.tuples(st.just("order"), st.tuples(st.sampled_from(["buy", "sell"]),
+                                          st.integers(1, 300))),
+    st.tuples(st.just("fill"), st.just(0)),
+), max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_flow)
+def test_a_reducing_instrument_never_lets_exposure_grow(steps: list[tuple[str, Any]]) -> None:
+    from engine.pretrade import OrderView, is_reducing
+
+    p = OrderRiskProcessor()
+    p.process(irisk("AAPL", 0, 100.0))
+    ts, last = S, None
+    for kind, arg in steps:
+        ts += 2 * S
+        if kind == "risk":
+            p.process(irisk("AAPL", ts, 100.0, anomaly_score=arg))
+        elif kind == "fill" and last is not None:
+            p.process(fill(last.cl_ord_id, ts=ts, side=last.side.value, qty=last.qty,
+                           exec_id=f"x-{last.cl_ord_id}"))
+        elif kind == "order":
+            side, qty = arg
+            o = order(ts=ts, side=side, qty=qty, price=100.0 if side == "buy" else 100.5)
+            st_ = p.accounts.get("A")
+            view = OrderView("A", o.strategy, "AAPL", o.side, o.qty, o.price, o.cl_ord_id, ts)
+            reducing = st_ is not None and is_reducing(st_.book, view)
+            d = decision(p.process(o))
+            if d.decision.value == "accept":
+                last = o
+                assert d.trading_state is not R or reducing
 
 
 def test_scope_events_can_be_left_to_another_worker() -> None:
