@@ -1,8 +1,10 @@
 """`streamrisk demo`: the main job, end to end on one machine.
 
 With no --bootstrap-servers it starts the embedded broker (data and log in the run
-directory), creates the catalogue topics, starts the market and order workers as child
-processes, and publishes the simulator's market and order flow with a mix of labelled
+directory), creates the catalogue topics, starts the market, order and scope (desk/firm aggregation)
+workers as child processes, publishes a firm and two desks over the simulated accounts (parent
+links, no levels: `consumers.demo.plan.hierarchy`), and the simulator's market and order flow
+with a mix of labelled
 scenarios (all of them unless --scenario is given), paced so the run lasts about --duration
 seconds (see `consumers.demo.plan`). While it runs, a live view shows the workers' alerts,
 decisions, breaches, trading states and throughput (plain progress lines when stdout is not a
@@ -17,9 +19,9 @@ topics idempotently and starts local workers, under a topic prefix of its own
 
 Run directory (default `./streamrisk-demo-<timestamp>/`, or --out DIR): `input.jsonl.gz`
 (the published stream, recording format), `labels.jsonl`, `report/` (the evaluation, with
-report.html), `market-worker.log`, `order-worker.log`, `broker.log` (the embedded broker's;
-its data lives in a temporary directory removed when it stops) and `pids.json` (the child
-processes).
+report.html), `market-worker.log`, `order-worker.log`, `scope-worker.log`, `broker.log` (the
+embedded broker's; its data lives in a temporary directory removed when it stops) and
+`pids.json` (the child processes).
 
 Ctrl-C or SIGTERM stops the run cleanly at any moment: children stopped by PID, the summary
 of what happened so far, exit 130. Exit codes: 0 done, 1 failure (one line on stderr, after
@@ -335,10 +337,10 @@ def _provision(demo: DemoRun) -> None:
 
 
 def _start_workers(demo: DemoRun, cleanup: ExitStack) -> None:
-    """Both workers, the progress poller and the output reader, all stopped by `cleanup`
-    in reverse order (reader, poller, workers) before the broker."""
+    """The three workers, the progress poller and the output reader, all stopped by
+    `cleanup` in reverse order (reader, poller, workers) before the broker."""
     from consumers.demo.reader import OUTPUT_TOPICS, OutputReader, end_offsets
-    from consumers.demo.workers import WorkerProgress, Workers
+    from consumers.demo.workers import FED_BY_DEMO, KINDS, WorkerProgress, Workers
 
     ctx, settings = demo.ctx, demo.settings
     inputs = end_offsets(settings, ("market", "orders"))
@@ -352,14 +354,17 @@ def _start_workers(demo: DemoRun, cleanup: ExitStack) -> None:
     workers = Workers(demo.run_dir, settings, flags)
     demo.workers = workers
     cleanup.callback(_stop_workers, demo)
-    for kind in ("market", "orders"):
+    for kind in KINDS:
         proc = workers.start(kind)
         ctx.out.print(f"{proc.name} started (pid {proc.pid}, log {proc.log_path})",
                       markup=False, soft_wrap=True)
     start: dict[str, dict[int, int]] = {}
     for tp in inputs:
         start.setdefault(tp.topic, {})[tp.partition] = tp.offset
-    demo.progress = WorkerProgress(settings, workers.procs, start)
+    # The scope worker's input comes from the order workers, not from the demo: the drain
+    # waits for the market and order workers, then for the output reader to go quiet.
+    demo.progress = WorkerProgress(settings, [p for p in workers.procs
+                                              if p.kind in FED_BY_DEMO], start)
     cleanup.callback(demo.progress.close)
     demo.reader = OutputReader(settings, demo.state, outputs)
     demo.reader.start()
@@ -428,10 +433,11 @@ def _spinner(console: Console, text: str) -> Iterator[None]:
 def _publish(demo: DemoRun) -> None:
     """The simulation into the input topics and the recording (`consumers.demo.feed`)."""
     from consumers.demo.feed import Feed
-    from consumers.demo.plan import warmup_end_ns
+    from consumers.demo.plan import hierarchy, warmup_end_ns
     from consumers.demo.workers import KINDS
     from producers.publisher import Publisher
     from producers.simulator import write_labels
+    from schemas.control import LimitConfig
     from schemas.recording import RecordedMessage, RecordingWriter
 
     plan, status = demo.plan, demo.status
@@ -461,6 +467,9 @@ def _publish(demo: DemoRun) -> None:
                 deadline=status.deadline, status=status, idle=idle)
     demo.feed = feed
     try:
+        # desks and a firm over the accounts, for the scope worker (no levels: see hierarchy)
+        for cfg in hierarchy([a.id for a in sim.accounts], sim.config.start_ns):
+            feed.send(LimitConfig.TOPIC, cfg.scope, cfg)
         feed.run(sim, warm_end_ns=warmup_end_ns(sim), end_ns=plan.end_ns)
     finally:
         writer.close()

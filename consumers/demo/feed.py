@@ -170,6 +170,10 @@ class Feed:
         for held in self.hold.release(self.hold_clock_ns):
             self._send(held.topic, held.key, held.event)
 
+    def send(self, topic: str, key: str | None, event: Envelope) -> None:
+        """Publish one event now, outside the simulation (counted like the others)."""
+        self._send(topic, key, event)
+
     def _send(self, topic: str, key: str | None, event: Envelope) -> None:
         self.publish(topic, key, encode(event), event.ts_event // 1_000_000)
         self.sent += 1

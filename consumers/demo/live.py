@@ -2,7 +2,8 @@
 
 `LiveState.apply(topic, value)` takes one output (catalogue topic name, the event as a JSON
 object) and updates counts, the most recent alerts, denials, breaches and state changes, the
-current trading state of every scope, the latest account snapshot, the throughput per topic,
+current trading state of every scope, the latest account snapshot, the latest aggregate of
+every desk and firm (ScopeRisk), the throughput per topic,
 and the detection signals the summary scores against the scenario labels. It is fed by the
 reader thread and read by the view thread: every method takes the lock, and `snapshot()`
 hands out copies.
@@ -122,6 +123,8 @@ class Snapshot:
     decisions: dict[str, tuple[str, tuple[str, ...]]]
     undecodable: int
     last_ts: int | None
+    scopes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The latest ScopeRisk figures per desk and firm."""
 
 
 @dataclass
@@ -151,6 +154,7 @@ class LiveState:
     decisions: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     undecodable: int = 0
     last_ts: int | None = None
+    scopes: dict[str, dict[str, Any]] = field(default_factory=dict)
     rates: Rates = field(default_factory=Rates)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -241,6 +245,15 @@ class LiveState:
                 "price", "vol", "var_99", "es_975", "anomaly_score", "regime", "stale",
                 "spread_bps", "ts_event")}
 
+    def _scope(self, v: Event) -> None:
+        scope, ts = str(v["scope"]), int(v["ts_event"])
+        previous = self.scopes.get(scope)
+        if previous is None or ts >= previous["ts_event"]:
+            self.scopes[scope] = {key: v.get(key) for key in (
+                "accounts", "trading_state", "day_pnl", "gross_exposure", "net_exposure",
+                "var_95", "drawdown_intraday", "accounts_reducing", "accounts_halted",
+                "ts_event")}
+
     def instrument_mark(self, symbol: str) -> int | None:
         """Latest event time of the symbol's risk snapshot seen in the output (the
         instrument table's watermark as the order worker will see it)."""
@@ -276,7 +289,8 @@ class LiveState:
                 market_alert_ids=set(self.market_alert_ids) if full else set(),
                 decisions=dict(self.decisions) if full else {},
                 undecodable=self.undecodable,
-                last_ts=self.last_ts)
+                last_ts=self.last_ts,
+                scopes={k: dict(v) for k, v in self.scopes.items()})
 
 
 _HANDLERS = {
@@ -286,6 +300,7 @@ _HANDLERS = {
     "risk.states": LiveState._state,
     "risk.accounts": LiveState._account,
     "risk.instruments": LiveState._instrument,
+    "risk.scopes": LiveState._scope,
     "dlq": LiveState._dead_letter,
 }
 DECODED_TOPICS: tuple[str, ...] = tuple(_HANDLERS)

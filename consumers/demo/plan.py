@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from producers.simulator import SCENARIOS, SimConfig, Simulation
+from schemas.control import LimitConfig
 
 NS = 1_000_000_000
 SPEEDUP = 7.0
@@ -99,6 +100,29 @@ def warmup_end_ns(sim: Simulation, lead_s: float = WARMUP_LEAD_S) -> int:
     starts = [label.start_ts for label in sim.planned_labels()]
     first = min(starts) if starts else sim.config.start_ns
     return max(sim.config.start_ns, first - round(lead_s * NS))
+
+
+FIRM = "firm:DEMO"
+DESKS = ("desk:DEMO-A", "desk:DEMO-B")
+
+
+def hierarchy(accounts: Sequence[str], ts_ns: int) -> list[LimitConfig]:
+    """The demo's firm and desks: the accounts alternate between two desks of one firm.
+
+    Parent links only, no levels: the scope worker aggregates the desks and the firm (and
+    the order workers gate with their states, which stay ACTIVE), while every decision is
+    the one a run without a hierarchy would make.
+
+    >>> [(c.scope, c.parent) for c in hierarchy(["A", "B", "C"], 0)][2:]
+    [('desk:DEMO-B', 'firm:DEMO'), ('account:A', 'desk:DEMO-A'), ('account:B', 'desk:DEMO-B'), \
+('account:C', 'desk:DEMO-A')]
+    """
+    links = [(FIRM, None), *((desk, FIRM) for desk in DESKS)]
+    links += [(f"account:{a}", DESKS[i % len(DESKS)]) for i, a in enumerate(accounts)]
+    return [LimitConfig(event_id=f"demo-hierarchy-{scope}-{ts_ns}", ts_event=ts_ns,
+                        ts_init=ts_ns, source="demo", scope=scope, parent=parent,
+                        changed_by="demo", reason="demo desks")
+            for scope, parent in links]
 
 
 def live_speed(sim_seconds_left: float, wall_seconds_left: float) -> float:

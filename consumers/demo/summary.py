@@ -96,6 +96,17 @@ def shown(path: Path) -> str:
     return str(path) if path.is_absolute() else f"./{path}"
 
 
+def _scope_line(scope: str, risk: dict[str, Any]) -> str:
+    """One desk's or firm's latest aggregate (ScopeRisk from the scope worker)."""
+    held = [f"{risk.get(k) or 0} {k.split('_')[1]}" for k in ("accounts_reducing",
+                                                          "accounts_halted") if risk.get(k)]
+    return (f"{scope} {str(risk.get('trading_state', '?')).upper()}: "
+            f"{risk.get('accounts', 0)} accounts" + (f" ({', '.join(held)})" if held else "")
+            + f", day PnL {float(risk.get('day_pnl') or 0):,.0f}, gross "
+            f"{float(risk.get('gross_exposure') or 0):,.0f}, VaR95 (summed) "
+            f"{float(risk.get('var_95') or 0):,.0f}")
+
+
 def print_summary(console: Console, status: RunStatus, snap: Snapshot, labels: list[Label],
                   scoring: Scoring | None, files: Files, evaluation: Evaluation,
                   outcome: str, feed: dict[str, Any] | None = None) -> None:
@@ -136,6 +147,8 @@ def print_summary(console: Console, status: RunStatus, snap: Snapshot, labels: l
         states += "; at the end " + "; ".join(f"{s.scope} {s.state.upper()} ({s.cause})"
                                               for s in held[:4])
     _kv(facts, "states", states)
+    for i, (scope, risk) in enumerate(sorted(snap.scopes.items())):
+        _kv(facts, "" if i else "desks, firms", _scope_line(scope, risk))
     for i, (kind, n) in enumerate(snap.dead_letters.most_common()):
         _kv(facts, "" if i else "dead letters",
             Text(f"{n:,} {kind}, the first: {snap.dead_letter_reasons.get(kind, '?')}",

@@ -43,6 +43,7 @@ MIN_PANEL_LINES = 6
 THROUGHPUT = (("risk.instruments", "instruments"), ("risk.accounts", "accounts"),
               ("risk.decisions", "decisions"), ("risk.alerts", "alerts"),
               ("risk.breaches", "breaches"), ("risk.states", "states"),
+              ("risk.scopes", "desks"),
               ("risk.model-health", "health"), ("dlq", "dead letters"))
 
 

@@ -1,4 +1,4 @@
-"""The market and order workers of a demo run, as child processes.
+"""The market, order and scope workers of a demo run, as child processes.
 
 Each worker is `python -m consumers.runtime KIND` (the same as `streamrisk worker KIND`) with
 the run's global options; secrets stay in the environment, never on the command line. Its
@@ -37,7 +37,11 @@ KINDS: dict[str, tuple[str, str]] = {
     # kind -> (processor name, input topic)
     "market": ("market-worker", "market"),
     "orders": ("order-worker", "orders"),
+    "scopes": ("scope-worker", "risk.scope-accounts"),
 }
+FED_BY_DEMO = ("market", "orders")
+"""Kinds whose input the demo publishes (their progress is measured against it); the scope
+worker's input comes from the order workers."""
 
 # Runs in the child before the worker: ask the kernel for SIGTERM when the parent dies, give
 # up if it already has, then become the worker (prctl survives exec).
