@@ -488,9 +488,12 @@ def check_self_cross(g: GateInput) -> Finding | None:
             continue
         if o.price is None or resting.price is None or (
                 o.price >= resting.price if o.side is Side.BUY else o.price <= resting.price):
-            return _hard(SELF_CROSS, f"would trade against own resting {opposite.value} "
-                         f"{resting.cl_ord_id} at {resting.price}",
-                         observed=o.price, limit=resting.price)
+            # a market order (no price) crosses anything: name it rather than print None
+            mine = "market order would" if o.price is None else "would"
+            where = (f"market order {resting.cl_ord_id}" if resting.price is None
+                     else f"{resting.cl_ord_id} at {resting.price}")
+            return _hard(SELF_CROSS, f"{mine} trade against own resting {opposite.value} "
+                         f"{where}", observed=o.price, limit=resting.price)
     return None
 
 

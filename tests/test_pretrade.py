@@ -253,7 +253,18 @@ def test_self_cross_against_own_resting_orders() -> None:
     assert check_self_cross(gate(view(price=100.4), book=book)) is None
     hit = must(check_self_cross(gate(view(price=100.5), book=book)))
     assert code(hit) == "SELF_CROSS" and hit.result.limit == 100.5
-    assert code(check_self_cross(gate(view(price=None), book=book))) == "SELF_CROSS"
+    assert hit.result.message == "would trade against own resting sell s at 100.5"
+    market = must(check_self_cross(gate(view(price=None), book=book)))
+    assert code(market) == "SELF_CROSS"
+    assert market.result.message == "market order would trade against own resting sell s at 100.5"
+    # a resting order without a price (a market order, or one the venue acknowledged that
+    # this gate never saw) is named as such, never "at None"
+    book.add_order(OpenOrder("m", "AAPL", Side.BUY, 10, None, "s9", 0))
+    against_market = must(check_self_cross(gate(view("sell", price=101.0), book=book)))
+    assert against_market.result.message == "would trade against own resting buy market order m"
+    assert "None" not in must(check_self_cross(gate(view("sell", price=None),
+                                                     book=book))).result.message
+    book.remove_order("m")
     old = book.open_orders["s"]
     assert check_self_cross(gate(view("sell", price=99.0, replaces=old), book=book)) is None
 
