@@ -109,7 +109,12 @@ class OrderConfig(BaseModel):
     restricted_statuses: tuple[str, ...] = ("restricted",)
     short_sale_restricted_statuses: tuple[str, ...] = ("short_sale_restricted", "ssr")
     restricted_symbols: frozenset[str] = frozenset()
-    instrument_history: Annotated[int, Field(ge=1)] = 64
+    instrument_history_ns: Annotated[int, Field(ge=0)] | None = 60 * SECOND_NS
+    """Instrument risk kept per symbol, in event time before its newest version (plus the
+    version valid at that point): an order older than that, e.g. from a partition lagging
+    the others, is denied REFERENCE_HISTORY_EXPIRED. None: only `instrument_history` counts."""
+    instrument_history: Annotated[int, Field(ge=1)] = 512
+    """Memory cap on the versions kept per symbol (about 5 KB each)."""
 
     # price collar: tier band (LULD-like) and a band in units of current volatility
     collar_tiers: tuple[CollarTier, ...] = LULD_TIER1

@@ -257,7 +257,8 @@ class OrderRiskProcessor:
         self.publish_scope_events = publish_scope_events
         self._clock = clock
         self.accounts: dict[str, AccountState] = {}
-        self.instruments: AsOfTable[InstrumentRisk] = AsOfTable(self.config.instrument_history)
+        self.instruments: AsOfTable[InstrumentRisk] = AsOfTable(
+            self.config.instrument_history, self.config.instrument_history_ns)
         cov = self.config.covariance
         self.covariance = EwmaCovariance(cov.lam, cov.bucket_ns, cov.min_obs, cov.versions)
         self.limits = LimitBook(defaults=dict(self.config.default_limits))
@@ -647,7 +648,8 @@ class OrderRiskProcessor:
             personal_qty=st.model.suggest_limit("order_qty", limit("order_qty", "order").hard),
             personal_notional=st.model.suggest_limit("order_notional",
                                                      limit("order_notional", "order").hard),
-            exposure=book.exposure())
+            exposure=book.exposure(),
+            ref_kept_since=self.instruments.kept_since(ev.symbol) if ref is None else None)
         result = evaluate(gate)
         accepted = result.accepted
         if accepted:

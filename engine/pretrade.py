@@ -55,13 +55,14 @@ CREDIT_LIMIT: Final = "CREDIT_LIMIT"
 SELF_CROSS: Final = "SELF_CROSS"
 TRADING_STATE: Final = "TRADING_STATE"
 MISSING_REFERENCE_DATA: Final = "MISSING_REFERENCE_DATA"
+REFERENCE_HISTORY_EXPIRED: Final = "REFERENCE_HISTORY_EXPIRED"
 PERSONAL_THRESHOLD: Final = "PERSONAL_THRESHOLD"
 
 REASON_CODES: tuple[str, ...] = (
     MISSING_REFERENCE_DATA, INSTRUMENT_NOT_TRADABLE, RESTRICTED, PRICE_PRECISION,
     SIZE_PRECISION, MIN_QTY, MAX_QTY, MAX_ORDER_NOTIONAL, PRICE_COLLAR, ADV_PARTICIPATION,
     DUPLICATE_ORDER, RATE_THROTTLE, POSITION_LIMIT, CREDIT_LIMIT, SELF_CROSS, TRADING_STATE,
-    PERSONAL_THRESHOLD,
+    PERSONAL_THRESHOLD, REFERENCE_HISTORY_EXPIRED,
 )
 
 _REL_TOL = 1e-9
@@ -115,6 +116,9 @@ class GateInput:
     personal_notional: float | None = None
     exposure: Exposure | None = None
     """The account's worst-case exposure at current marks, when the caller has it already."""
+    ref_kept_since: int | None = None
+    """With no `ref`: event time of the oldest instrument risk still kept for the symbol when
+    older versions were dropped (`engine.asof.AsOfTable.kept_since`), else None."""
 
     # derived once, used by several checks
     _px: float | None = None
@@ -193,13 +197,26 @@ def _hard(code: str, message: str, observed: float | None = None,
 
 
 def check_reference(g: GateInput) -> Finding | None:
+    """No instrument risk as of the order's time: none had been published yet
+    (MISSING_REFERENCE_DATA), or the versions valid then are no longer kept because the order
+    is older than the retained history (REFERENCE_HISTORY_EXPIRED, with how much older)."""
     if g.ref is not None:
         return None
-    message = f"no instrument risk for {g.order.symbol} as of the order's event time"
     hard = g.config.fail_closed_on_missing_reference
-    return Finding(CheckResult(code=MISSING_REFERENCE_DATA,
-                               message=message + ("" if hard else ": failing open (warning)")),
-                   hard)
+    tail = "" if hard else ": failing open (warning)"
+    o, kept = g.order, g.ref_kept_since
+    if kept is not None and o.ts < kept:
+        gap = (kept - o.ts) / 1e9
+        horizon = g.config.instrument_history_ns
+        window = (f"{horizon / 1e9:.6g} s or {g.config.instrument_history} versions"
+                  if horizon is not None else f"{g.config.instrument_history} versions")
+        return Finding(CheckResult(
+            code=REFERENCE_HISTORY_EXPIRED, observed=gap, limit=0.0,
+            message=f"order at {o.ts} is {gap:.6g} s older than the oldest instrument risk "
+                    f"kept for {o.symbol} (at {kept}; history kept: {window}): the versions "
+                    f"valid at its time were dropped" + tail), hard)
+    message = f"no instrument risk for {o.symbol} as of the order's event time"
+    return Finding(CheckResult(code=MISSING_REFERENCE_DATA, message=message + tail), hard)
 
 
 def check_tradable(g: GateInput) -> Finding | None:

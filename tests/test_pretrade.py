@@ -97,6 +97,14 @@ def test_missing_reference_is_hard_or_a_warning() -> None:
     soft = must(check_reference(gate(ref=None, config=OrderConfig(
         fail_closed_on_missing_reference=False))))
     assert soft.result.code == "MISSING_REFERENCE_DATA" and not soft.hard
+    # older than the history kept: its own code, with how much older
+    expired = must(check_reference(gate(view(ts=10 * S), ref=None, ref_kept_since=12 * S)))
+    assert expired.hard and expired.result.code == "REFERENCE_HISTORY_EXPIRED"
+    assert expired.result.observed == 2.0 and "2 s older" in expired.result.message
+    assert "60 s or 512 versions" in expired.result.message
+    # a kept history that starts before the order is not the reason: nothing at its time
+    assert code(check_reference(gate(view(ts=13 * S), ref=None, ref_kept_since=12 * S))) == \
+        "MISSING_REFERENCE_DATA"
 
 
 @pytest.mark.parametrize("kw", [{"tradable": False}, {"status": "halted"},
