@@ -11,11 +11,13 @@ Per scope (the state key; snapshotted to `scope-worker.changelog`):
 * the latest contribution of each member account (one entry per account: bounded memory).
   A contribution older than the account's current one (event time) never replaces it, the
   same one again changes nothing; at equal times the later arrival wins;
-* the aggregate: sums over those latest contributions (`math.fsum`, so the sum does not
-  depend on the order accounts arrived in); VaR and ES are summed without diversification,
-  an upper bound. `day_pnl` counts only contributions of the scope's current trading day
-  (UTC days shifted by `day_offset_ns`, as `engine.order_config.OrderConfig.day_of`): an
-  account that has not traded today brings no PnL of an earlier day;
+* the aggregate: sums over those latest contributions, kept exactly (integers in units of
+  the smallest float, each a correctly rounded float when read): a contribution costs the
+  same whatever the number of members, and the sum does not depend on the order accounts
+  arrived in. VaR and ES are summed without diversification, an upper bound. `day_pnl`
+  counts only contributions of the scope's current trading day (UTC days shifted by
+  `day_offset_ns`, as `engine.order_config.OrderConfig.day_of`): an account that has not
+  traded today brings no PnL of an earlier day;
 * the PnL path of the aggregate (today's peak of day PnL, all-time peak of total PnL), which
   gives intraday and trailing drawdown, sampled at each contribution;
 * the breach levels already reported, and an `engine.trading_state.ScopeState` machine.
@@ -72,7 +74,6 @@ the outputs exactly while two live runs can differ where accounts interleaved di
 
 from __future__ import annotations
 
-import math
 import pickle
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ FIGURES = ("realized_pnl", "unrealized_pnl", "day_pnl", "gross_exposure", "net_e
            "long_exposure", "short_exposure", "var_95", "es_975", "open_order_notional")
 """Contribution fields summed into the ScopeRisk fields of the same name."""
 _DAY_PNL = FIGURES.index("day_pnl")
+_EXP = 1074  # every finite float is an integer multiple of 2**-1074
 _EPS = 1e-9
 _TABLE_TYPES = {"risk.limits": ("LimitConfig",), "risk.control": ("TradingStateCommand",)}
 
@@ -152,7 +154,22 @@ class ScopeAggregate:
     drawdown_trailing: float = 0.0
     breach_levels: dict[str, BreachLevel] = field(default_factory=dict)
     totals: tuple[float, ...] = (0.0,) * len(FIGURES)
+    exact: list[int] = field(default_factory=lambda: [0] * len(FIGURES))
+    """`totals` as integers in units of 2**-1074 (exact sums, see `_fixed`)."""
+    reducing: int = 0
+    halted: int = 0
+    """Members whose latest contribution says REDUCING, HALTED."""
     version: int = SNAPSHOT_VERSION
+
+
+def _fixed(value: float) -> int:
+    """`value` as an exact integer count of 2**-1074 (the smallest subnormal float).
+
+    >>> _fixed(0.5) == 1 << 1073, _fixed(-3.0) / (1 << 1074)
+    (True, -3.0)
+    """
+    numerator, denominator = value.as_integer_ratio()  # denominator: a power of two
+    return numerator << (_EXP - denominator.bit_length() + 1)
 
 
 class ScopeRiskProcessor:
@@ -250,12 +267,9 @@ class ScopeRiskProcessor:
         if previous is not None and (previous.event_id == ev.event_id
                                      or ev.ts_event < previous.ts):
             return out  # a repeat, or older than what the account already told us
-        agg.members[ev.account] = Member(ev.ts_event, ev.event_id, ev.trading_state,
-                                         tuple(float(getattr(ev, f)) for f in FIGURES))
-        day = self.config.day_of(ev.ts_event)
-        if agg.day is None or day > agg.day:
-            agg.day, agg.day_peak = day, 0.0
-        totals = self._totals(agg)
+        member = Member(ev.ts_event, ev.event_id, ev.trading_state,
+                        tuple(float(getattr(ev, f)) for f in FIGURES))
+        totals = self._replace(agg, ev.account, previous, member)
         total_pnl = totals[0] + totals[1]
         day_pnl = totals[_DAY_PNL]
         agg.peak_total = max(agg.peak_total, total_pnl)
@@ -285,16 +299,28 @@ class ScopeRiskProcessor:
         out.append(self._risk(agg, ev))
         return out
 
-    def _totals(self, agg: ScopeAggregate) -> tuple[float, ...]:
-        """Sums over the members' latest contributions (exactly rounded: order-free)."""
-        day, day_of = agg.day, self.config.day_of
-        columns: list[list[float]] = [[] for _ in FIGURES]
-        for member in agg.members.values():
-            for i, value in enumerate(member.figures):
-                if i == _DAY_PNL and day_of(member.ts) != day:
-                    continue  # an earlier day's PnL is not today's
-                columns[i].append(value)
-        agg.totals = tuple(math.fsum(c) for c in columns)
+    def _replace(self, agg: ScopeAggregate, account: str, previous: Member | None,
+                 member: Member) -> tuple[float, ...]:
+        """Swap an account's contribution in the sums; roll the trading day; the totals."""
+        exact, day_of = agg.exact, self.config.day_of
+        if previous is not None:
+            for i, value in enumerate(previous.figures):
+                if i != _DAY_PNL or day_of(previous.ts) == agg.day:
+                    exact[i] -= _fixed(value)
+            agg.reducing -= previous.trading_state is TradingState.REDUCING
+            agg.halted -= previous.trading_state is TradingState.HALTED
+        agg.members[account] = member
+        agg.reducing += member.trading_state is TradingState.REDUCING
+        agg.halted += member.trading_state is TradingState.HALTED
+        day = day_of(member.ts)
+        for i, value in enumerate(member.figures):
+            if i != _DAY_PNL or day == agg.day:
+                exact[i] += _fixed(value)
+        if agg.day is None or day > agg.day:  # a new day: only today's PnL counts as day PnL
+            agg.day, agg.day_peak = day, 0.0
+            exact[_DAY_PNL] = sum(_fixed(m.figures[_DAY_PNL]) for m in agg.members.values()
+                                  if day_of(m.ts) == day)
+        agg.totals = tuple(total / (1 << _EXP) for total in exact)  # correctly rounded
         return agg.totals
 
     def _breach(self, agg: ScopeAggregate, cause: ScopeContribution, metric: str, value: float,
@@ -333,7 +359,6 @@ class ScopeRiskProcessor:
         def positive(name: str) -> float:
             return max(0.0, t[name])  # non-negative figures: no float residue below zero
 
-        states = [m.trading_state for m in agg.members.values()]
         risk = ScopeRisk(
             **output_envelope(cause, f"SCOPE_RISK:{agg.scope}", self.name), scope=agg.scope,
             accounts=len(agg.members), trading_state=agg.machine.state,
@@ -344,8 +369,7 @@ class ScopeRiskProcessor:
             var_95=positive("var_95"), es_975=positive("es_975"),
             open_order_notional=positive("open_order_notional"),
             drawdown_intraday=agg.drawdown_intraday, drawdown_trailing=agg.drawdown_trailing,
-            accounts_reducing=states.count(TradingState.REDUCING),
-            accounts_halted=states.count(TradingState.HALTED))
+            accounts_reducing=agg.reducing, accounts_halted=agg.halted)
         return Output(ScopeRisk.TOPIC, agg.scope, risk)
 
     # --- tables ---------------------------------------------------------------------------

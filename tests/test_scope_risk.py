@@ -366,8 +366,9 @@ def test_the_aggregate_is_the_sum_of_each_accounts_latest_whatever_the_order(
     assert final.accounts == len(latest)
     for name in FIGURES:
         expected = math.fsum(getattr(c, name) for c in latest.values())
-        assert getattr(final, name) == pytest.approx(max(0.0, expected) if name not in (
-            "realized_pnl", "unrealized_pnl", "day_pnl", "net_exposure") else expected), name
+        signed = name in ("realized_pnl", "unrealized_pnl", "day_pnl", "net_exposure")
+        # exactly the correctly rounded sum (fsum), not merely close to it
+        assert getattr(final, name) == (expected if signed else max(0.0, expected)), name
     # the same set of latest contributions in any order gives the very same numbers
     again = ScopeRiskProcessor()
     by_account = [latest[a] for a in sorted(latest)]
