@@ -114,3 +114,20 @@ def flush_all(producer: Producer, timeout_s: float = 30.0) -> int:
     while remaining and time.monotonic() < deadline:
         remaining = producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
     return int(remaining)
+
+
+def consume_ready(consumer: Consumer, num: int, timeout: float) -> list[Message]:
+    """Up to `num` messages: what is ready now, else the first to arrive within `timeout`
+    seconds plus whatever came with it.
+
+    `Consumer.consume(num, timeout)` waits until `num` messages are there or the timeout
+    ends, so under a light load a message waits for the batch to fill: at 5,000 events/s a
+    batch of 500 adds up to 100 ms before the first of them is processed.
+    """
+    messages = consumer.consume(num, 0)
+    if messages or timeout <= 0:
+        return messages
+    first = consumer.consume(1, timeout)
+    if first and num > 1:
+        first += consumer.consume(num - 1, 0)
+    return first

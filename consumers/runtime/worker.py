@@ -103,7 +103,7 @@ from engine.driver import Emitted, EventRunner, input_topic_of, tables_of
 from engine.processor import Output, Processor
 from engine.snapshots import SnapshotCodec, chunk_key
 from engine.temporal_join import TableJoin
-from producers.kafka import BrokerUnreachable, check_reachable, make_consumer
+from producers.kafka import BrokerUnreachable, check_reachable, consume_ready, make_consumer
 from schemas.codec import DecodeError, decode, encode
 from schemas.common import Envelope, Severity
 from schemas.ids import derive_event_id
@@ -262,7 +262,8 @@ class Worker:
                 self._service()
                 consumer = self._consumer
                 assert consumer is not None
-                messages = consumer.consume(self.config.batch_size, self._poll_timeout())
+                messages = consume_ready(consumer, self.config.batch_size,
+                                         self._poll_timeout())
                 if messages:
                     self._process(messages)
                 if self._checkpoint_due():
