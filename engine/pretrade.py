@@ -501,16 +501,20 @@ def check_self_cross(g: GateInput) -> Finding | None:
         return None
     replaced = o.replaces.cl_ord_id if o.replaces is not None else None
     for resting in g.book.orders_by_symbol.get(o.symbol, {}).values():
-        if resting.side is not opposite or resting.cl_ord_id == replaced:
+        # A resting order without a price is one known only from an execution report (a
+        # drop copy: ExecutionReport carries no limit price); a market order does not rest.
+        # Its price is unknown, so it is not taken to cross: denying every opposite order
+        # on a guess would block the account's flow for as long as it rests.
+        if resting.side is not opposite or resting.cl_ord_id == replaced \
+                or resting.price is None:
             continue
-        if o.price is None or resting.price is None or (
+        if o.price is None or (
                 o.price >= resting.price if o.side is Side.BUY else o.price <= resting.price):
             # a market order (no price) crosses anything: name it rather than print None
             mine = "market order would" if o.price is None else "would"
-            where = (f"market order {resting.cl_ord_id}" if resting.price is None
-                     else f"{resting.cl_ord_id} at {resting.price}")
             return _hard(SELF_CROSS, f"{mine} trade against own resting {opposite.value} "
-                         f"{where}", observed=o.price, limit=resting.price)
+                         f"{resting.cl_ord_id} at {resting.price}", observed=o.price,
+                         limit=resting.price)
     return None
 
 

@@ -265,14 +265,16 @@ def test_self_cross_against_own_resting_orders() -> None:
     market = must(check_self_cross(gate(view(price=None), book=book)))
     assert code(market) == "SELF_CROSS"
     assert market.result.message == "market order would trade against own resting sell s at 100.5"
-    # a resting order without a price (a market order, or one the venue acknowledged that
-    # this gate never saw) is named as such, never "at None"
+    # a resting order without a price is known only from an execution report (the gate never
+    # saw its limit): its price is unknown, so it crosses nothing, even a market order
     book.add_order(OpenOrder("m", "AAPL", Side.BUY, 10, None, "s9", 0))
-    against_market = must(check_self_cross(gate(view("sell", price=101.0), book=book)))
-    assert against_market.result.message == "would trade against own resting buy market order m"
-    assert "None" not in must(check_self_cross(gate(view("sell", price=None),
-                                                     book=book))).result.message
+    assert check_self_cross(gate(view("sell", price=101.0), book=book)) is None
+    assert check_self_cross(gate(view("sell", price=None), book=book)) is None
+    book.add_order(OpenOrder("b", "AAPL", Side.BUY, 10, 101.5, "s9", 0))
+    priced = must(check_self_cross(gate(view("sell", price=101.0), book=book)))
+    assert priced.result.message == "would trade against own resting buy b at 101.5"
     book.remove_order("m")
+    book.remove_order("b")
     old = book.open_orders["s"]
     assert check_self_cross(gate(view("sell", price=99.0, replaces=old), book=book)) is None
 
