@@ -42,7 +42,7 @@ from consumers.bench.measure import percentile
 from consumers.bench.workloads import MARKET_PARTITIONS, Message, order_topic, to_messages
 from engine.market_risk import MarketRiskProcessor
 from engine.snapshots import Snapshot, SnapshotCodec
-from producers.kafka import make_admin
+from producers.kafka import lower_fetcher_priority, make_admin
 from schemas.common import Envelope
 from schemas.settings import Settings
 
@@ -195,6 +195,7 @@ class AlertReader(threading.Thread):
 
     def __init__(self, settings: Settings, sent: dict[str, float]) -> None:
         super().__init__(daemon=True, name="bench-alert-reader")
+        self.settings = settings
         self.consumer = reader(settings, ["risk.alerts"], **{"fetch.wait.max.ms": 5})
         self.sent = sent
         self.samples: list[tuple[float, float]] = []
@@ -203,6 +204,9 @@ class AlertReader(threading.Thread):
 
     def run(self) -> None:
         consume, sent = self.consumer.consume, self.sent
+        consume(1, 0.5)  # joined: its broker threads exist
+        if self.settings.profile_defaults.lower_fetcher_priority:
+            lower_fetcher_priority()  # its idle fetcher must not compete with the worker
         while not self.stop_flag.is_set():
             messages = consume(1000, 0.02)
             now = time.perf_counter()
