@@ -17,11 +17,8 @@ at the same time. The tests then check, on what the workers published:
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,61 +31,13 @@ from producers.simulator import SimConfig, Simulation
 from schemas.recording import RecordedMessage, RecordingWriter, read_recording
 from schemas.settings import Settings, load_settings
 from tests.processors import produce_recording, read_committed, wait_committed
+from tests.risk_workers import Pair, wait_for_record, wait_groups
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("loss-spiral", "fat-finger", "runaway-algo")
 COMPARED = ("risk.decisions", "risk.breaches", "risk.states")
 S = 1_000_000_000
-
-
-class Pair:
-    """A market worker and an order worker (child processes) on one topic prefix."""
-
-    def __init__(self, settings: Settings, logs: Path) -> None:
-        self.settings = settings
-        self.logs = logs
-        self.children: list[subprocess.Popen[bytes]] = []
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400",
-               # generous: no order may be released before its instrument risk has caught
-               # up, however slow the market worker is on a loaded machine
-               "STREAMRISK_WORKER__TABLE_MAX_WAIT_MS": "120000",
-               "STREAMRISK_WORKER__TABLE_IDLE_MS": "3000"}
-        self.env = env
-        self.kinds: list[str] = []
-        for kind in ("market", "orders"):
-            self.start(kind)
-
-    def start(self, kind: str) -> None:
-        assert self.settings.bootstrap_servers is not None
-        cmd = [sys.executable, "-m", "consumers.runtime", kind,
-               "--bootstrap-servers", self.settings.bootstrap_servers,
-               "--topic-prefix", self.settings.topic_prefix, "--profile",
-               self.settings.profile, "--commit-interval", "200"]
-        name = f"{kind}-{len(self.kinds)}"
-        with open(self.logs / f"{name}.log", "ab") as log:
-            self.children.append(subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log,
-                                                  stderr=subprocess.STDOUT))
-        self.kinds.append(name)
-
-    def alive(self) -> bool:
-        for child, name in zip(self.children, self.kinds, strict=True):
-            if child.poll() is not None:
-                raise AssertionError(f"{name} worker exited with {child.returncode}: "
-                                     f"{(self.logs / f'{name}.log').read_text()[-2000:]}")
-        return True
-
-    def close(self) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                child.terminate()
-        for child in self.children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(10)
 
 
 def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
@@ -108,27 +57,6 @@ def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
         return ends
     finally:
         consumer.close()
-
-
-def wait_groups(settings: Settings, alive: Callable[[], bool], timeout_s: float = 60) -> None:
-    """Until both workers' groups are stable with a member holding partitions."""
-    from confluent_kafka import ConsumerGroupState
-
-    from producers.kafka import make_admin
-
-    admin = make_admin(settings)
-    groups = [f"{settings.topic_prefix}market-worker", f"{settings.topic_prefix}order-worker"]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        alive()
-        described = admin.describe_consumer_groups(groups)
-        if all(f.result(10).state == ConsumerGroupState.STABLE
-               and any(m.assignment and m.assignment.topic_partitions
-                       for m in f.result(10).members) for f in described.values()):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("worker groups never became stable")
-        time.sleep(0.2)
 
 
 def data_ends(settings: Settings, topic: str) -> dict[int, int]:
@@ -328,20 +256,6 @@ def _reference(run: dict[str, Any]) -> tuple[str, int, float]:
     return symbol, last - 20_000, bid
 
 
-def _wait_for(settings: Settings, topic: str, found: Callable[[dict[str, Any]], bool],
-              alive: Callable[[], bool], timeout_s: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for _, _, value in read_committed(settings, (topic,)):
-            obj = orjson.loads(value)
-            if found(obj):
-                return obj
-        alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing expected on {topic}")
-        time.sleep(0.2)
-
-
 def _cli(settings: Settings, *args: str) -> int:
     assert settings.bootstrap_servers is not None
     return main(["--bootstrap-servers", settings.bootstrap_servers, "--topic-prefix",
@@ -353,22 +267,22 @@ def test_kill_switch_halts_the_scope_and_cancels_its_open_orders(run: dict[str, 
     settings = pair.settings
     symbol, ts, price = _reference(run)
     produce_recording(settings, [_order("KILLME", symbol, ts, 10, price, 1)])
-    first = _wait_for(settings, "risk.decisions", lambda d: d["account"] == "KILLME",
+    first = wait_for_record(settings, "risk.decisions", lambda d: d["account"] == "KILLME",
                       pair.alive)
     assert first["decision"] == "accept", first["checks"]  # an open order to cancel
     assert _cli(settings, "kill", "--scope", "account:KILLME", "--by", "e2e",
                 "--reason", "test") == 0
-    change = _wait_for(settings, "risk.states", lambda s: s["scope"] == "account:KILLME",
+    change = wait_for_record(settings, "risk.states", lambda s: s["scope"] == "account:KILLME",
                        pair.alive)
     assert (change["to_state"], change.get("actor")) == ("halted", "e2e")
-    cancel = _wait_for(settings, "orders", lambda c: c["type"] == "MassCancel"
+    cancel = wait_for_record(settings, "orders", lambda c: c["type"] == "MassCancel"
                        and c["account"] == "KILLME", pair.alive)
     assert cancel["scope"] == "account:KILLME" and cancel["requested_by"] == "e2e"
-    snapshot = _wait_for(settings, "risk.accounts", lambda a: a["account"] == "KILLME"
+    snapshot = wait_for_record(settings, "risk.accounts", lambda a: a["account"] == "KILLME"
                          and a["trading_state"] == "halted", pair.alive)
     assert snapshot["open_order_notional"] == 0.0
     produce_recording(settings, [_order("KILLME", symbol, ts + 5_000, 10, price, 2)])
-    second = _wait_for(settings, "risk.decisions", lambda d: d["cl_ord_id"] == "KILLME-2",
+    second = wait_for_record(settings, "risk.decisions", lambda d: d["cl_ord_id"] == "KILLME-2",
                        pair.alive)
     assert second["decision"] == "deny" and "TRADING_STATE" in second["reason_codes"]
 
@@ -378,17 +292,17 @@ def test_a_limit_changed_on_risk_limits_applies_to_the_next_order(run: dict[str,
     settings = pair.settings
     symbol, ts, price = _reference(run)
     produce_recording(settings, [_order("LIMITED", symbol, ts, 20, price, 1)])
-    before = _wait_for(settings, "risk.decisions", lambda d: d["cl_ord_id"] == "LIMITED-1",
+    before = wait_for_record(settings, "risk.decisions", lambda d: d["cl_ord_id"] == "LIMITED-1",
                        pair.alive)
     assert before["decision"] == "accept", before["checks"]
     notional = 20 * price
     assert _cli(settings, "limits", "set", "--scope", "account:LIMITED", "--metric",
                 "order_notional", "--hard", str(round(notional / 2, 2)), "--by", "e2e") == 0
     # the worker's audit echo says the change is in force
-    _wait_for(settings, "risk.limits", lambda c: c["scope"] == "account:LIMITED"
+    wait_for_record(settings, "risk.limits", lambda c: c["scope"] == "account:LIMITED"
               and c["source"] == "order-worker", pair.alive)
     produce_recording(settings, [_order("LIMITED", symbol, ts + 5_000, 21, price, 2)])
-    after = _wait_for(settings, "risk.decisions", lambda d: d["cl_ord_id"] == "LIMITED-2",
+    after = wait_for_record(settings, "risk.decisions", lambda d: d["cl_ord_id"] == "LIMITED-2",
                       pair.alive)
     assert after["decision"] == "deny" and "MAX_ORDER_NOTIONAL" in after["reason_codes"]
 
@@ -418,9 +332,9 @@ def test_scope_outputs_are_published_once_by_two_order_workers(run: dict[str, An
     assert _cli(settings, "limits", "set", "--scope", "desk:E2E", "--metric", "day_loss",
                 "--soft", "1000", "--hard", "2000", "--by", "e2e") == 0
     assert _cli(settings, "kill", "--scope", "desk:E2E", "--by", "e2e") == 0
-    _wait_for(settings, "risk.states", lambda s: s["scope"] == f"instrument:{symbol}"
+    wait_for_record(settings, "risk.states", lambda s: s["scope"] == f"instrument:{symbol}"
               and s.get("actor") == "e2e", pair.alive)
-    _wait_for(settings, "risk.limits", lambda c: c["scope"] == "desk:E2E"
+    wait_for_record(settings, "risk.limits", lambda c: c["scope"] == "desk:E2E"
               and c["source"] == "order-worker", pair.alive)
     time.sleep(2.0)  # time for a second copy, if the other worker were to publish one
     states = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.states",))]

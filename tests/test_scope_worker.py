@@ -29,7 +29,7 @@ from schemas.settings import Settings, load_settings
 from tests.cli_kafka import cli
 from tests.order_flow import DESK, desk_day, final_day_pnl
 from tests.processors import produce_recording, read_committed
-from tests.test_order_worker import Pair, _wait_for, wait_groups
+from tests.risk_workers import Pair, wait_for_record, wait_groups
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -84,15 +84,15 @@ def test_desk_loss_over_two_accounts_gates_the_third_and_enable_restores(workers
     phases = desk_day((1.0, 1.5), tag="e2e")
     produce_recording(settings, phases["setup"])
     # the limits are in force on the order workers (their audit echo) before any order
-    _wait_for(settings, "risk.limits", lambda c: c["scope"] == "account:A3"
+    wait_for_record(settings, "risk.limits", lambda c: c["scope"] == "account:A3"
               and c["source"] == "order-worker", alive)
 
     produce_recording(settings, phases["losses"])
-    reducing = _wait_for(settings, "risk.states", lambda s: s["scope"] == DESK
+    reducing = wait_for_record(settings, "risk.states", lambda s: s["scope"] == DESK
                          and s["to_state"] == "reducing", alive)
     assert reducing["source"] == "scope-worker" and reducing["metric"] == "day_loss"
     assert reducing["observed"] > reducing["threshold"] == 150.0
-    _wait_for(settings, "risk.scopes", lambda r: r["scope"] == DESK
+    wait_for_record(settings, "risk.scopes", lambda r: r["scope"] == DESK
               and r["trading_state"] == "reducing" and r["accounts"] == 3, alive)
     # each account alone stayed under the desk's soft level (which binds each of them too)
     accounts = [orjson.loads(v) for _, _, v in read_committed(settings, ("risk.accounts",))]
@@ -105,7 +105,7 @@ def test_desk_loss_over_two_accounts_gates_the_third_and_enable_restores(workers
                 if m.value is not None and m.value["type"] == "OrderNew"]
 
     def decided(cl_ord_id: str) -> dict[str, Any]:
-        return _wait_for(settings, "risk.decisions", lambda d: d["cl_ord_id"] == cl_ord_id,
+        return wait_for_record(settings, "risk.decisions", lambda d: d["cl_ord_id"] == cl_ord_id,
                          alive)
 
     decisions = [decided(c) for c in gate_ids]
@@ -115,15 +115,15 @@ def test_desk_loss_over_two_accounts_gates_the_third_and_enable_restores(workers
     assert DESK in decisions[0]["checks"][0]["message"]
 
     produce_recording(settings, phases["more"])
-    halted = _wait_for(settings, "risk.states", lambda s: s["scope"] == DESK
+    halted = wait_for_record(settings, "risk.states", lambda s: s["scope"] == DESK
                        and s["to_state"] == "halted", alive)
     assert (halted["from_state"], halted["source"]) == ("reducing", "scope-worker")
 
     assert cli(settings, "enable", "--scope", DESK, "--by", "e2e", "--reason", "reviewed") == 0
-    enabled = _wait_for(settings, "risk.states", lambda s: s["scope"] == DESK
+    enabled = wait_for_record(settings, "risk.states", lambda s: s["scope"] == DESK
                         and s["to_state"] == "active", alive)
     assert (enabled["actor"], enabled["source"]) == ("e2e", "scope-worker")
-    final = _wait_for(settings, "risk.scopes", lambda r: r["scope"] == DESK
+    final = wait_for_record(settings, "risk.scopes", lambda r: r["scope"] == DESK
                       and r["trading_state"] == "active" and r["ts_event"] >= halted["ts_event"],
                       alive)
     assert final["day_pnl"] == pytest.approx(final_day_pnl((1.0, 1.5)), abs=1e-6)
