@@ -123,6 +123,31 @@ def test_a_new_worker_resumes_from_the_changelog(settings: Settings) -> None:
     assert_same(read_committed(settings, OUTPUTS), expected(stream))
 
 
+def test_caught_up_on_transactional_input(settings: Settings) -> None:
+    """Input published in transactions ends each partition in a commit marker, one offset
+    past the last message: the worker still finds itself caught up and stops."""
+    from producers.kafka import make_producer
+
+    stream = make_stream(800, symbols=10, seed=6, max_message_bytes=CAP)
+    producer = make_producer(settings, transactional_id=f"{settings.topic_prefix}txn-input")
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    for m in stream:
+        producer.produce(settings.topic(m.topic), m.value_bytes(), m.key, m.partition,
+                         timestamp=m.timestamp)
+    producer.commit_transaction(30)
+    processor = CountingProcessor()
+    worker = Worker(processor, settings, WorkerConfig.from_settings(settings, processor))
+    worker.exit_when_caught_up = True
+    background = Background(worker)
+    background.thread.join(60)
+    stopped_by_itself = not background.alive()
+    background.stop()
+    assert stopped_by_itself, "the worker never found itself caught up"
+    assert worker.metrics.events_in == len(stream)
+    assert_same(read_committed(settings, OUTPUTS), expected(stream))
+
+
 def test_at_least_once_without_crashes_equals_the_driver(make_settings: Callable[..., Settings],
                                                         ) -> None:
     settings = make_settings(max_message_bytes=CAP,

@@ -124,6 +124,9 @@ RESTORING: Status = "restoring"
 ACTIVE: Status = "active"
 PARKED: Status = "parked"
 SIGNATURE_ALERT = "SNAPSHOT_SIGNATURE_INVALID"
+CAUGHT_UP_QUIET_S = 1.0
+"""`exit_when_caught_up`: how long without input before a partition whose committed offset
+is short of its high watermark (a transaction marker at the end) counts as caught up."""
 
 
 class WorkerError(RuntimeError):
@@ -252,6 +255,7 @@ class Worker:
         self._aligned: frozenset[str] = frozenset()
         self.join: TableJoin[_Held] | None = self._make_join()
         self._hold_paused: list[TopicPartition] = []
+        self._last_input = time.monotonic()
         self._settled = False
         """Every assigned partition restored since the last rebalance (see freeze_state)."""
 
@@ -281,6 +285,7 @@ class Worker:
                 messages = consume_ready(consumer, self.config.batch_size,
                                          self._poll_timeout())
                 if messages:
+                    self._last_input = time.monotonic()
                     self._process(messages)
                 if self._checkpoint_due():
                     self._checkpoint_and_recover()
@@ -694,12 +699,17 @@ class Worker:
         consumer = self._consumer
         if consumer is None or self._pending or not self._parts:
             return False
+        quiet = time.monotonic() - self._last_input >= CAUGHT_UP_QUIET_S
         for partition, state in self._parts.items():
             if state.status != ACTIVE:
                 return False
             _, high = consumer.get_watermark_offsets(
                 TopicPartition(self.input_full, partition), 5.0, cached=False)
-            if state.committed < high:
+            # Transactional input ends in a commit marker (and aborted batches leave
+            # offsets nobody reads): a partition short of its high watermark counts as
+            # caught up once everything consumed is committed and nothing has come for a
+            # while.
+            if state.committed < high and not (state.committed == state.position and quiet):
                 return False
         return True
 
