@@ -40,7 +40,9 @@ import math
 import pickle
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from engine.config_sections import from_section
 from engine.envelope import output_envelope
 from engine.features import InstrumentFeatures, MarketObs
 from engine.market_config import MarketRiskConfig
@@ -161,6 +163,12 @@ class MarketRiskProcessor:
 
     name = WORKER
     input_topic = "market"
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> MarketRiskProcessor:
+        """With the `[market]` section of the settings (ValueError with one line when a
+        field is wrong)."""
+        return cls(from_section(MarketRiskConfig, settings.market, "market"), **kwargs)
 
     def __init__(self, config: MarketRiskConfig | None = None, *, source: str = WORKER,
                  trace: Callable[[ReturnTrace], None] | None = None) -> None:

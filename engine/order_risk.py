@@ -101,6 +101,7 @@ import numpy as np
 
 from engine.accounts import EPS, AccountBook, Exposure, OpenOrder
 from engine.asof import AsOfTable
+from engine.config_sections import from_section
 from engine.covariance import EwmaCovariance, liquidity, portfolio_var
 from engine.envelope import output_envelope
 from engine.limits import (
@@ -286,9 +287,14 @@ class OrderRiskProcessor:
     @classmethod
     def from_settings(cls, settings: Any, config: OrderConfig | None = None,
                       **kwargs: Any) -> OrderRiskProcessor:
-        """Apply the settings that concern the gate (fail closed on missing reference)."""
-        cfg = (config or OrderConfig()).model_copy(update={
-            "fail_closed_on_missing_reference": settings.fail_closed_on_missing_reference})
+        """With the `[orders]` section of the settings (ValueError with one line when a
+        field is wrong) and the fail-closed switch, unless that section sets it itself."""
+        section = dict(settings.orders)
+        section.setdefault("fail_closed_on_missing_reference",
+                           settings.fail_closed_on_missing_reference)
+        cfg = from_section(OrderConfig, section, "orders") if config is None else \
+            config.model_copy(update={"fail_closed_on_missing_reference":
+                                      section["fail_closed_on_missing_reference"]})
         return cls(cfg, **kwargs)
 
     # --- Processor protocol ---------------------------------------------------------------

@@ -130,7 +130,8 @@ class Pipeline(Driver):
         if settings is None:
             return cls(MarketRiskProcessor(), OrderRiskProcessor(), **kwargs)
         kwargs.setdefault("scopes", ScopeRiskProcessor.from_settings(settings))
-        return cls(MarketRiskProcessor(), OrderRiskProcessor.from_settings(settings),
+        return cls(MarketRiskProcessor.from_settings(settings),
+                   OrderRiskProcessor.from_settings(settings),
                    max_message_bytes=settings.max_message_bytes,
                    dedup_per_key=settings.worker.dedup_per_key, **kwargs)
 

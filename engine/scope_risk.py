@@ -79,6 +79,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.config_sections import from_section
 from engine.envelope import output_envelope
 from engine.limits import LimitBook
 from engine.processor import Output
@@ -195,8 +196,9 @@ class ScopeRiskProcessor:
     @classmethod
     def from_settings(cls, settings: Any, config: ScopeConfig | None = None
                       ) -> ScopeRiskProcessor:
-        """Nothing in the settings concerns this stage yet; here for the worker CLI."""
-        return cls(config)
+        """With the `[scopes]` section of the settings (ValueError with one line when a
+        field is wrong), unless `config` is given."""
+        return cls(config or from_section(ScopeConfig, settings.scopes, "scopes"))
 
     # --- Processor protocol ---------------------------------------------------------------
 

@@ -139,6 +139,15 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     fail_closed_on_missing_reference: bool = True
+    market: dict[str, Any] = Field(
+        default_factory=dict, description="market worker models and alerts "
+        "(engine.market_config.MarketRiskConfig), validated by the worker")
+    orders: dict[str, Any] = Field(
+        default_factory=dict, description="order worker gate, limits and state machine "
+        "(engine.order_config.OrderConfig), validated by the worker")
+    scopes: dict[str, Any] = Field(
+        default_factory=dict, description="desk/firm stage (engine.scope_risk.ScopeConfig), "
+        "validated by the worker")
 
     @property
     def profile_defaults(self) -> ProfileDefaults:

@@ -70,6 +70,36 @@ def test_bad_config_file(tmp_path: Path, text: str | None, fragment: str) -> Non
     assert fragment in line and str(path) in line
 
 
+@pytest.mark.parametrize(("kind", "text", "fragment"), [
+    ("market", "[market.vol]\nlam = 3\n", "settings [market]: vol.lam: Input should be less"),
+    ("orders", "[orders]\nno_such_knob = 1\n", "settings [orders]: no_such_knob: Extra"),
+    ("scopes", "[scopes]\nauto_recover = 'maybe'\n", "settings [scopes]: auto_recover:"),
+])
+def test_bad_worker_section(tmp_path: Path, kind: str, text: str, fragment: str) -> None:
+    """Each worker validates its own section of the config file before it connects."""
+    path = tmp_path / "streamrisk.toml"
+    path.write_text(text)
+    result = streamrisk("worker", kind, "--config", str(path),
+                        "--bootstrap-servers", "127.0.0.1:1", cwd=tmp_path)
+    assert fragment in one_line_error(result, exit_code=1)
+
+
+def test_worker_sections_reach_the_processors(tmp_path: Path) -> None:
+    from consumers.cli.worker import PROCESSORS, build_processor, resolve
+    from schemas.settings import load_settings
+
+    path = tmp_path / "streamrisk.yaml"
+    path.write_text("market:\n  vol:\n    lam: 0.97\norders:\n  auto_recover: false\n"
+                    "scopes:\n  day_offset_ns: 3600000000000\n"
+                    "fail_closed_on_missing_reference: false\n")
+    settings = load_settings(path)
+    built = {kind: build_processor(resolve(kind, None), settings) for kind in PROCESSORS}
+    assert built["market"].config.vol.lam == 0.97
+    assert built["orders"].config.auto_recover is False
+    assert built["orders"].config.fail_closed_on_missing_reference is False
+    assert built["scopes"].config.day_offset_ns == 3_600_000_000_000
+
+
 def test_no_broker_given(tmp_path: Path) -> None:
     line = one_line_error(streamrisk("topics", "describe", cwd=tmp_path), exit_code=1)
     assert "no Kafka broker given" in line and "--bootstrap-servers" in line

@@ -28,6 +28,7 @@ from schemas.control import (
     TradingStateCommand,
 )
 from schemas.outputs import ScopeContribution
+from schemas.settings import Settings
 
 S = 1_000_000_000
 _ids = itertools.count()
@@ -92,7 +93,7 @@ def test_docstring_examples_run() -> None:
 
 
 def test_implements_the_table_processor_protocol() -> None:
-    p = ScopeRiskProcessor.from_settings(object())
+    p = ScopeRiskProcessor.from_settings(Settings())
     assert isinstance(p, TableProcessor)
     assert input_topic_of(p) == "risk.scope-accounts"
     assert p.key_of(contribution("A1", S)) == "desk:D"

@@ -68,13 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="bar length in seconds (default: 86400 for date-only timestamps)")
 
 
-def load_market_config(path: str | None) -> MarketRiskConfig:
+def load_market_config(path: str | None, section: dict[str, Any] | None = None,
+                       ) -> MarketRiskConfig:
+    """The file's configuration, else the settings' `[market]` section."""
     from pydantic import ValidationError
 
+    from engine.config_sections import from_section
     from engine.market_config import MarketRiskConfig
 
     if path is None:
-        return MarketRiskConfig()
+        try:
+            return from_section(MarketRiskConfig, section or {}, "market")
+        except ValueError as exc:
+            raise CliError(str(exc), 2) from None
     file = Path(path)
     if not file.is_file():
         raise CliError(f"no such market config file: {file}", 2)
@@ -118,9 +124,14 @@ def _has_orders(path: Path) -> bool:
 def _pipeline(market: Any, settings: Any) -> Any:
     from engine.order_risk import OrderRiskProcessor
     from engine.pipeline import Pipeline
+    from engine.scope_risk import ScopeRiskProcessor
 
-    return Pipeline(market, OrderRiskProcessor.from_settings(settings),
-                    max_message_bytes=settings.max_message_bytes,
+    try:
+        orders = OrderRiskProcessor.from_settings(settings)
+        scopes = ScopeRiskProcessor.from_settings(settings)
+    except ValueError as exc:  # a bad [orders] or [scopes] section
+        raise CliError(str(exc), 2) from None
+    return Pipeline(market, orders, scopes, max_message_bytes=settings.max_message_bytes,
                     dedup_per_key=settings.worker.dedup_per_key)
 
 
@@ -164,7 +175,7 @@ def run(ctx: Context) -> int:
             raise CliError(f"cannot read labels {args.labels}: {exc.strerror}", 2) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise CliError(f"{args.labels}: not a labels file ({exc})", 2) from None
-    config = load_market_config(args.market_config)
+    config = load_market_config(args.market_config, ctx.settings.market)
     out_dir = Path(args.out)
     try:
         (out_dir / "plots").mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,10 @@ def build_processor(cls: Any, settings: Any) -> Any:
     from engine.processor import Processor
 
     factory = getattr(cls, "from_settings", None)
-    processor = factory(settings) if callable(factory) else cls()
+    try:
+        processor = factory(settings) if callable(factory) else cls()
+    except ValueError as exc:  # a bad [market], [orders] or [scopes] section
+        raise CliError(str(exc)) from None
     if not isinstance(processor, Processor):
         raise CliError(f"{cls.__module__}.{cls.__name__} does not implement the processor "
                        "protocol (engine.processor.Processor)")
