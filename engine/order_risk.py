@@ -124,6 +124,7 @@ from engine.pretrade import (
     evaluate,
 )
 from engine.processor import Output
+from engine.snapshots import load_state
 from engine.trading_state import (
     RANK,
     Reading,
@@ -342,9 +343,7 @@ class OrderRiskProcessor:
         if data is None:
             self.accounts.pop(key, None)
             return
-        state = pickle.loads(data)  # the runtime checked the snapshot's HMAC before this
-        if not isinstance(state, AccountState) or state.version != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot of {key!r} is not an AccountState v{SNAPSHOT_VERSION}")
+        state = load_state(data, AccountState, SNAPSHOT_VERSION, key)
         state.marked_upto = -1  # a position in another worker's table log: mark everything
         self.accounts[key] = state
 

@@ -83,6 +83,7 @@ from engine.config_sections import from_section
 from engine.envelope import output_envelope
 from engine.limits import LimitBook
 from engine.processor import Output
+from engine.snapshots import load_state
 from engine.trading_state import Reading, ScopeState, Transition, validate_command
 from schemas.common import Envelope, TradingState, scope_kind
 from schemas.control import LimitConfig, TradingStateCommand
@@ -233,10 +234,7 @@ class ScopeRiskProcessor:
         if data is None:
             self.scopes.pop(key, None)
             return
-        agg = pickle.loads(data)  # the runtime checked the snapshot's HMAC before this
-        if not isinstance(agg, ScopeAggregate) or agg.version != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot of {key!r} is not a ScopeAggregate v{SNAPSHOT_VERSION}")
-        self.scopes[key] = agg
+        self.scopes[key] = load_state(data, ScopeAggregate, SNAPSHOT_VERSION, key)
 
     def evict(self, keys: Iterable[str]) -> None:
         for key in keys:

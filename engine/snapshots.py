@@ -33,14 +33,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import pickle
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
-from typing import Literal
+from typing import Literal, TypeVar
 
 import orjson
+
+StateT = TypeVar("StateT")
 
 MAGIC = b"SRSNAP1"
 MAC_SIZE = 32
@@ -254,3 +257,13 @@ class SnapshotCodec:
             except SnapshotError as exc:
                 rejected.append(Rejected(key, exc.kind, exc.reason, key))
         return restored, rejected
+
+
+def load_state(data: bytes, cls: type[StateT], version: int, key: str) -> StateT:
+    """A processor's pickled state of `key` (the runtime checked the snapshot's HMAC before
+    this), which must be a `cls` whose `version` attribute is `version`; ValueError when it
+    is anything else (an old format, another processor's state)."""
+    state = pickle.loads(data)
+    if not isinstance(state, cls) or getattr(state, "version", None) != version:
+        raise ValueError(f"snapshot of {key!r} is not {cls.__name__} v{version}")
+    return state

@@ -412,7 +412,7 @@ def test_restore_refuses_something_that_is_not_an_account_state(
         proc: OrderRiskProcessor) -> None:
     import pickle
 
-    with pytest.raises(ValueError, match="not an AccountState"):
+    with pytest.raises(ValueError, match="not AccountState v1"):
         proc.restore("A", pickle.dumps({"not": "state"}))
 
 
