@@ -326,7 +326,7 @@ def test_evict_restore_tombstone_and_refused_snapshots(desk: ScopeRiskProcessor)
     assert "desk:D" not in desk.scopes
     import pickle
 
-    with pytest.raises(ValueError, match="not a ScopeAggregate"):
+    with pytest.raises(ValueError, match="not ScopeAggregate v1"):
         desk.restore("desk:D", pickle.dumps({"scope": "desk:D"}))
 
 
