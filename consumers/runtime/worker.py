@@ -699,7 +699,9 @@ class Worker:
         consumer = self._consumer
         if consumer is None or self._pending or not self._parts:
             return False
-        quiet = time.monotonic() - self._last_input >= CAUGHT_UP_QUIET_S
+        # held input (the event-time join) is consumed but neither processed nor committed
+        quiet = (time.monotonic() - self._last_input >= CAUGHT_UP_QUIET_S
+                 and (self.join is None or len(self.join) == 0))
         for partition, state in self._parts.items():
             if state.status != ACTIVE:
                 return False
