@@ -14,12 +14,13 @@ from confluent_kafka import KafkaError, TopicPartition
 from consumers.cli.app import main
 from consumers.cli.limits import read_topic
 from engine.order_risk import OrderRiskProcessor
+from engine.scope_risk import ScopeRiskProcessor
 from producers.kafka import make_consumer
 from producers.provision import ensure_topics
 from schemas.codec import decode
-from schemas.common import Envelope
+from schemas.common import Envelope, TradingState
 from schemas.control import TradingStateCommand
-from schemas.outputs import TradingStateChanged
+from schemas.outputs import ScopeContribution, TradingStateChanged
 from schemas.settings import Settings
 from schemas.topics import by_name
 from tests.test_order_risk import decision, irisk, order
@@ -162,13 +163,22 @@ def test_kill_and_enable_publish_audited_commands(settings: Settings,
     assert (kill.command.value, kill.issued_by, kill.reason) == \
         ("kill", getpass.getuser(), "runaway algo")
     assert (enable.command.value, enable.issued_by) == ("enable", "risk-lead")
-    # the workers act on them
+    # the workers act on them: the scope stage moves the desk and publishes each move...
+    stage = ScopeRiskProcessor()
+    stage.process(ScopeContribution(event_id="c1", ts_event=0, ts_init=0, source="order-worker",
+                                    scope="desk:EQ", account="A"))
+    moves = [[o.value.to_state.value for o in stage.apply_table("risk.control", c)
+              if isinstance(o.value, TradingStateChanged)] for c in commands]
+    assert moves == [["halted"], ["active"]]
+    # ...and an order worker halts the desk at once, leaving the publication to the stage
     p = OrderRiskProcessor()
     p.process(irisk("AAPL", 0, 100.0))
     p.process(order(account="A", ts=1))
-    states = [p.apply_table("risk.control", c) for c in commands]
-    assert [o.value.to_state.value for o in states[0]
-            if isinstance(o.value, TradingStateChanged)] == ["halted"]
+    outputs = p.apply_table("risk.control", kill)
+    assert p.scope_states["desk:EQ"].state is TradingState.HALTED
+    assert not any(isinstance(o.value, TradingStateChanged) for o in outputs)
+    p.apply_table("risk.control", enable)
+    assert p.scope_states["desk:EQ"].state is TradingState.ACTIVE
 
 
 def test_bad_input_is_one_line_and_needs_no_broker(tmp_path: Path,
