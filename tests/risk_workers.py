@@ -14,8 +14,11 @@ import orjson
 
 from schemas.settings import Settings
 from tests.processors import read_committed
+from tests.worker_harness import group_of, wait_members
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKER_NAMES = {"market": "market-worker", "orders": "order-worker", "scopes": "scope-worker"}
+"""`streamrisk worker` kind -> processor name (its default group and changelog)."""
 
 
 class Pair:
@@ -47,6 +50,15 @@ class Pair:
                                                   stderr=subprocess.STDOUT))
         self.kinds.append(name)
 
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        """Until each worker's group is stable with every child of that kind in it, each
+        holding partitions."""
+        for kind, processor in WORKER_NAMES.items():
+            count = sum(name.startswith(f"{kind}-") for name in self.kinds)
+            if count:
+                wait_members(self.settings, group_of(self.settings, processor), count,
+                             timeout_s, alive=self.alive)
+
     def alive(self) -> bool:
         for child, name in zip(self.children, self.kinds, strict=True):
             if child.poll() is not None:
@@ -66,29 +78,8 @@ class Pair:
                 child.wait(10)
 
 
-def wait_groups(settings: Settings, alive: Callable[[], bool], timeout_s: float = 60) -> None:
-    """Until both workers' groups are stable with a member holding partitions."""
-    from confluent_kafka import ConsumerGroupState
-
-    from producers.kafka import make_admin
-
-    admin = make_admin(settings)
-    groups = [f"{settings.topic_prefix}market-worker", f"{settings.topic_prefix}order-worker"]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        alive()
-        described = admin.describe_consumer_groups(groups)
-        if all(f.result(10).state == ConsumerGroupState.STABLE
-               and any(m.assignment and m.assignment.topic_partitions
-                       for m in f.result(10).members) for f in described.values()):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("worker groups never became stable")
-        time.sleep(0.2)
-
-
 def wait_for_record(settings: Settings, topic: str, found: Callable[[dict[str, Any]], bool],
-              alive: Callable[[], bool], timeout_s: float = 30) -> dict[str, Any]:
+                    alive: Callable[[], bool], timeout_s: float = 30) -> dict[str, Any]:
     """The first committed record on `topic` that `found` accepts."""
     deadline = time.monotonic() + timeout_s
     while True:

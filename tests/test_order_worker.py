@@ -31,32 +31,14 @@ from producers.simulator import SimConfig, Simulation
 from schemas.recording import RecordedMessage, RecordingWriter, read_recording
 from schemas.settings import Settings, load_settings
 from tests.processors import produce_recording, read_committed, wait_committed
-from tests.risk_workers import Pair, wait_for_record, wait_groups
+from tests.risk_workers import Pair, wait_for_record
+from tests.worker_harness import high_watermarks
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SCENARIOS = ("loss-spiral", "fat-finger", "runaway-algo")
 COMPARED = ("risk.decisions", "risk.breaches", "risk.states")
 S = 1_000_000_000
-
-
-def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
-    from confluent_kafka import TopicPartition
-
-    from producers.kafka import make_consumer
-
-    consumer = make_consumer(settings, None, read_committed=False)
-    try:
-        full = settings.topic(topic)
-        parts = consumer.list_topics(full, timeout=10).topics[full].partitions
-        ends = {}
-        for p in parts:
-            _, high = consumer.get_watermark_offsets(TopicPartition(full, p), 10, cached=False)
-            if high > 0:
-                ends[p] = high
-        return ends
-    finally:
-        consumer.close()
 
 
 def data_ends(settings: Settings, topic: str) -> dict[int, int]:
@@ -128,7 +110,7 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
             logs.mkdir()
             pairs.append(Pair(settings, logs))
         for pair in pairs:
-            wait_groups(pair.settings, pair.alive)
+            pair.wait_ready()
         for pair in pairs:  # both replays run at the same time, at their own pace
             produce_recording(pair.settings, messages)
         outputs = []
@@ -311,22 +293,11 @@ def test_scope_outputs_are_published_once_by_two_order_workers(run: dict[str, An
     """Instrument outputs and limit audits come from table events every order worker
     applies: with two order workers in the group, exactly one copy reaches the topics. Desk
     and firm transitions are left to the aggregation stage: no order worker publishes one."""
-    from producers.kafka import make_admin
 
     pair: Pair = run["pair"]
     settings = pair.settings
     pair.start("orders")
-    group = f"{settings.topic_prefix}order-worker"
-    admin = make_admin(settings)
-    deadline = time.monotonic() + 60
-    while True:  # both members hold partitions
-        described = admin.describe_consumer_groups([group])[group].result(10)
-        holding = [m for m in described.members if m.assignment
-                   and m.assignment.topic_partitions]
-        if len(holding) == 2 and str(described.state).endswith("STABLE"):
-            break
-        assert pair.alive() and time.monotonic() < deadline, "the group never had two members"
-        time.sleep(0.2)
+    pair.wait_ready()  # both order workers hold partitions
     symbol, _, _ = _reference(run)
     assert _cli(settings, "kill", "--scope", f"instrument:{symbol}", "--by", "e2e") == 0
     assert _cli(settings, "limits", "set", "--scope", "desk:E2E", "--metric", "day_loss",

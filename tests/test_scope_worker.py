@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +29,9 @@ from schemas.settings import Settings, load_settings
 from tests.cli_kafka import cli
 from tests.order_flow import DESK, desk_day, final_day_pnl
 from tests.processors import produce_recording, read_committed
-from tests.risk_workers import Pair, wait_for_record, wait_groups
+from tests.risk_workers import Pair, wait_for_record
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def wait_members(settings: Settings, worker: str, count: int, alive: Callable[[], bool],
-                 timeout_s: float = 60) -> None:
-    """Until `worker`'s group is stable with `count` members holding partitions."""
-    from confluent_kafka import ConsumerGroupState
-
-    from producers.kafka import make_admin
-
-    admin = make_admin(settings)
-    group = f"{settings.topic_prefix}{worker}"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        described = admin.describe_consumer_groups([group])[group].result(10)
-        holding = [m for m in described.members
-                   if m.assignment and m.assignment.topic_partitions]
-        if described.state == ConsumerGroupState.STABLE and len(holding) == count:
-            return
-        assert alive() and time.monotonic() < deadline, f"{group} never had {count} members"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +45,7 @@ def workers(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     try:
         pair.start("orders")
         pair.start("scopes")
-        wait_groups(settings, pair.alive)
-        wait_members(settings, "order-worker", 2, pair.alive)
-        wait_members(settings, "scope-worker", 1, pair.alive)
+        pair.wait_ready()  # market, two order workers and the scope worker
         yield pair
     finally:
         pair.close()
