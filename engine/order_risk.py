@@ -93,9 +93,9 @@ import hashlib
 import pickle
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -123,7 +123,7 @@ from engine.pretrade import (
     OrderView,
     evaluate,
 )
-from engine.processor import Output
+from engine.processor import DispatchByType, Output
 from engine.snapshots import load_state
 from engine.trading_state import (
     RANK,
@@ -165,8 +165,6 @@ MONITORED_METRICS = ("position_long", "position_short", "gross_exposure", "net_e
                      "credit", "leverage", "concentration", *STATE_METRICS)
 SNAPSHOT_VERSION = 1
 _REF_LOG = 65_536
-_TABLE_TYPES = {"risk.instruments": ("InstrumentRisk",), "risk.limits": ("LimitConfig",),
-                "risk.control": ("TradingStateCommand",), "risk.scopes": ("ScopeRisk",)}
 _AGGREGATED_KINDS = ("desk", "firm")
 
 
@@ -243,14 +241,17 @@ def _prune(window: deque[int], since: int) -> None:
         window.popleft()
 
 
-class OrderRiskProcessor:
+class OrderRiskProcessor(DispatchByType):
     """Order and account risk for the `order-worker` (see the module docstring).
 
     `clock` times the gate for `decision_latency_ns` only; it never affects a decision.
     """
 
     name = NAME
-    tables: tuple[str, ...] = ("risk.instruments", "risk.limits", "risk.control", "risk.scopes")
+    table_types: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "risk.instruments": ("InstrumentRisk",), "risk.limits": ("LimitConfig",),
+        "risk.control": ("TradingStateCommand",), "risk.scopes": ("ScopeRisk",)}
+    tables: tuple[str, ...] = tuple(table_types)
     """Side tables (engine.processor.TableProcessor): read in full by every worker."""
 
     def __init__(self, config: OrderConfig | None = None, *, publish_scope_events: bool = True,
@@ -302,16 +303,6 @@ class OrderRiskProcessor:
 
     def key_of(self, event: Envelope) -> str | None:
         return event.account if isinstance(event, OrderEvent) else None
-
-    def process(self, event: Envelope) -> Sequence[Output]:
-        handler = self._handlers.get(event.type)
-        return handler(event) if handler is not None else []
-
-    def apply_table(self, topic: str, event: Envelope) -> Sequence[Output]:
-        """A table event (InstrumentRisk, LimitConfig or TradingStateCommand)."""
-        if event.type not in _TABLE_TYPES.get(topic, ()):
-            return []
-        return self.process(event)
 
     def output_owner(self, output: Output) -> str | None:
         """The account (state key) an output belongs to, or None for a firm-, desk- or

@@ -15,8 +15,8 @@ through this protocol, which is what makes their outputs comparable:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from schemas.common import Envelope
 
@@ -82,3 +82,25 @@ class TableProcessor(Processor, Protocol):
     def apply_table(self, topic: str, event: Envelope) -> Sequence[Output]:
         """Update side state from one table event; return outputs it releases (often none)."""
         ...
+
+
+class DispatchByType:
+    """`process` and `apply_table` for a processor with one handler per event type.
+
+    A subclass fills `_handlers` (event `type` -> method) and names, in `table_types`, the
+    types each side table may carry; an event of another type, or a table event of a type
+    its topic does not carry, changes nothing.
+    """
+
+    table_types: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    _handlers: Mapping[str, Callable[[Any], Sequence[Output]]]
+
+    def process(self, event: Envelope) -> Sequence[Output]:
+        handler = self._handlers.get(event.type)
+        return handler(event) if handler is not None else []
+
+    def apply_table(self, topic: str, event: Envelope) -> Sequence[Output]:
+        """A table event of a type its topic carries (`table_types`)."""
+        if event.type not in self.table_types.get(topic, ()):
+            return []
+        return self.process(event)

@@ -75,14 +75,14 @@ the outputs exactly while two live runs can differ where accounts interleaved di
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.config_sections import from_section
 from engine.envelope import output_envelope
 from engine.limits import LimitBook
-from engine.processor import Output
+from engine.processor import DispatchByType, Output
 from engine.snapshots import load_state
 from engine.trading_state import Reading, ScopeState, Transition, validate_command
 from schemas.common import Envelope, TradingState, scope_kind
@@ -110,7 +110,6 @@ FIGURES = ("realized_pnl", "unrealized_pnl", "day_pnl", "gross_exposure", "net_e
 _DAY_PNL = FIGURES.index("day_pnl")
 _EXP = 1074  # every finite float is an integer multiple of 2**-1074
 _EPS = 1e-9
-_TABLE_TYPES = {"risk.limits": ("LimitConfig",), "risk.control": ("TradingStateCommand",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,12 +173,14 @@ def _fixed(value: float) -> int:
     return numerator << (_EXP - denominator.bit_length() + 1)
 
 
-class ScopeRiskProcessor:
+class ScopeRiskProcessor(DispatchByType):
     """Desk and firm aggregation for the `scope-worker` (see the module docstring)."""
 
     name = NAME
     input_topic = INPUT_TOPIC
-    tables: tuple[str, ...] = ("risk.limits", "risk.control")
+    table_types: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "risk.limits": ("LimitConfig",), "risk.control": ("TradingStateCommand",)}
+    tables: tuple[str, ...] = tuple(table_types)
     """Side tables (engine.processor.TableProcessor): read in full by every worker."""
 
     def __init__(self, config: ScopeConfig | None = None) -> None:
@@ -205,16 +206,6 @@ class ScopeRiskProcessor:
 
     def key_of(self, event: Envelope) -> str | None:
         return event.scope if isinstance(event, ScopeContribution) else None
-
-    def process(self, event: Envelope) -> Sequence[Output]:
-        handler = self._handlers.get(event.type)
-        return handler(event) if handler is not None else []
-
-    def apply_table(self, topic: str, event: Envelope) -> Sequence[Output]:
-        """A table event (LimitConfig or TradingStateCommand)."""
-        if event.type not in _TABLE_TYPES.get(topic, ()):
-            return []
-        return self.process(event)
 
     def output_owner(self, output: Output) -> str | None:
         """Every output belongs to the scope (state key) it is about, breaches included
