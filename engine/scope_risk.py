@@ -91,6 +91,7 @@ from schemas.outputs import (
     BreachLevel,
     LimitBreach,
     ScopeContribution,
+    ScopeFigures,
     ScopeRisk,
     TradingStateChanged,
 )
@@ -104,9 +105,10 @@ SCOPE_KINDS = ("desk", "firm")
 STATE_DRIVERS = ("day_loss", "drawdown_intraday", "drawdown_trailing", "var_95",
                  "gross_exposure")
 """Metrics of the aggregate checked against the scope's limits and driving its state."""
-FIGURES = ("realized_pnl", "unrealized_pnl", "day_pnl", "gross_exposure", "net_exposure",
-           "long_exposure", "short_exposure", "var_95", "es_975", "open_order_notional")
-"""Contribution fields summed into the ScopeRisk fields of the same name."""
+FIGURES = tuple(name for name in ScopeFigures.model_fields
+                if name not in Envelope.model_fields and name not in ("scope", "trading_state"))
+"""Contribution fields summed into the ScopeRisk fields of the same name (the numbers of
+`schemas.outputs.ScopeFigures`)."""
 _DAY_PNL = FIGURES.index("day_pnl")
 _EXP = 1074  # every finite float is an integer multiple of 2**-1074
 _EPS = 1e-9

@@ -207,61 +207,51 @@ class AccountRisk(Envelope):
         return self.account
 
 
-class ScopeContribution(Envelope):
+class ScopeFigures(Envelope):
+    """The figures of an account that add up into a desk or firm: what a ScopeContribution
+    hands to the aggregation stage and what a ScopeRisk sums (field for field)."""
+
+    scope: Scope
+    trading_state: TradingState = TradingState.ACTIVE
+    realized_pnl: float = 0.0
+    unrealized_pnl: float = 0.0
+    day_pnl: float = 0.0
+    gross_exposure: Ratio = 0.0
+    net_exposure: float = 0.0
+    long_exposure: Ratio = 0.0
+    short_exposure: Ratio = 0.0
+    var_95: Ratio = 0.0
+    es_975: Ratio = 0.0
+    open_order_notional: Ratio = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.scope
+
+
+class ScopeContribution(ScopeFigures):
     """An account's figures handed to the aggregation stage of one scope above it (desk or
     firm): the order worker publishes one per AccountRisk and per scope, keyed by scope, so
     the stage that sums a desk sees every member account on one partition."""
 
     TOPIC: ClassVar[str] = "risk.scope-accounts"
     type: Literal["ScopeContribution"] = "ScopeContribution"
-    scope: Scope
     account: Identifier
-    trading_state: TradingState = TradingState.ACTIVE
-    realized_pnl: float = 0.0
-    unrealized_pnl: float = 0.0
-    day_pnl: float = 0.0
-    gross_exposure: Ratio = 0.0
-    net_exposure: float = 0.0
-    long_exposure: Ratio = 0.0
-    short_exposure: Ratio = 0.0
-    var_95: Ratio = 0.0
-    es_975: Ratio = 0.0
-    open_order_notional: Ratio = 0.0
-
-    @property
-    def key(self) -> str:
-        return self.scope
 
 
-class ScopeRisk(Envelope):
+class ScopeRisk(ScopeFigures):
     """Aggregated risk of a desk or firm and its trading state (compacted topic, keyed by
     scope): the sums over the member accounts' latest contributions. VaR and ES are summed
     without diversification (an upper bound), so a desk limit on them is conservative."""
 
     TOPIC: ClassVar[str] = "risk.scopes"
     type: Literal["ScopeRisk"] = "ScopeRisk"
-    scope: Scope
     accounts: Annotated[int, Field(ge=0)] = 0
-    trading_state: TradingState = TradingState.ACTIVE
     state_cause: Annotated[str, Field(max_length=500)] = ""
-    realized_pnl: float = 0.0
-    unrealized_pnl: float = 0.0
-    day_pnl: float = 0.0
-    gross_exposure: Ratio = 0.0
-    net_exposure: float = 0.0
-    long_exposure: Ratio = 0.0
-    short_exposure: Ratio = 0.0
-    var_95: Ratio = 0.0
-    es_975: Ratio = 0.0
-    open_order_notional: Ratio = 0.0
     drawdown_intraday: Ratio = 0.0
     drawdown_trailing: Ratio = 0.0
     accounts_reducing: Annotated[int, Field(ge=0)] = 0
     accounts_halted: Annotated[int, Field(ge=0)] = 0
-
-    @property
-    def key(self) -> str:
-        return self.scope
 
 
 class TradingStateChanged(Envelope):
