@@ -24,12 +24,14 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.codec import describe_validation_error
+
 T = TypeVar("T")
 
 
 def from_section(model: type[T], values: Mapping[str, Any], section: str) -> T:
     """`model` (a pydantic model or a dataclass) built from the settings section `section`;
-    ValueError with one line on a bad or unknown field."""
+    ValueError with one line naming every bad or unknown field."""
     if dataclasses.is_dataclass(model):  # pydantic ignores unknown fields of a dataclass
         known = {f.name for f in dataclasses.fields(model)}
         unknown = sorted(set(values) - known)
@@ -39,6 +41,4 @@ def from_section(model: type[T], values: Mapping[str, Any], section: str) -> T:
     try:
         return TypeAdapter(model).validate_python(dict(values))
     except ValidationError as exc:
-        item = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in item["loc"]) or "section"
-        raise ValueError(f"settings [{section}]: {where}: {item['msg']}") from None
+        raise ValueError(f"settings [{section}]: {describe_validation_error(exc)}") from None
