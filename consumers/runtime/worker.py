@@ -154,7 +154,8 @@ class WorkerConfig:
     """Once tables and restores are done, move every object alive to the garbage
     collector's permanent generation (`gc.freeze`): the models, books and tables a worker
     holds are long-lived, and a full collection walking them stalled single events for tens
-    of milliseconds. Objects frozen still go when their last reference does."""
+    of milliseconds. Objects frozen still go when their last reference does, and the heap
+    is thawed and collected again when the partitions settle after the next rebalance."""
 
     @classmethod
     def from_settings(cls, settings: Settings, processor: Processor, *,
@@ -430,6 +431,8 @@ class Worker:
             if self.settings.profile_defaults.lower_fetcher_priority:
                 lower_fetcher_priority()  # every client of the worker exists by now
             if self.config.freeze_state:
+                # thaw first: what the last rebalance evicted can be collected now
+                gc.unfreeze()
                 gc.collect()
                 gc.freeze()
 
