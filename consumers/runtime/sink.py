@@ -104,6 +104,9 @@ class _Buffered:
     def _producer_for(self, partition: int) -> Producer:
         raise NotImplementedError
 
+    def _classify(self, partition: int, exc: KafkaException) -> SinkError:
+        return classify(exc)
+
     def produce(self, partition: int, topic: str, key: str | bytes | None,
                 value: bytes | None, target: int = -1) -> None:
         """Publish on behalf of input `partition` (to partition `target` of `topic`, or by
@@ -134,7 +137,7 @@ class _Buffered:
                             _produce(producer, topic, message["value"], message["key"],
                                      message.get("partition", -1))
                 except KafkaException as exc:
-                    self.send_failures.setdefault(partition, classify(exc))
+                    self.send_failures.setdefault(partition, self._classify(partition, exc))
                 buffer.clear()
                 self.touched.add(partition)
 
@@ -211,6 +214,18 @@ class TransactionalSink(_Buffered):
 
     def _producer_for(self, partition: int) -> Producer:
         return self._producers[partition]
+
+    def _classify(self, partition: int, exc: KafkaException) -> SinkError:
+        """A call on a producer that has failed fatally says only "Local: Fatal error", and
+        its error_cb is not told the cause either; a transactional call on it raises the
+        cause (fenced, for instance), so ask one. The producer is unusable anyway."""
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.code() == KafkaError._FATAL:
+            try:
+                self._producers[partition].abort_transaction(0)
+            except KafkaException as cause:
+                return classify(cause)
+        return classify(exc)
 
     def _error_callback(self) -> tuple[Callable[[KafkaError], None], threading.Event]:
         """An error_cb that reports a lost broker only once its producer is in service: a
@@ -294,7 +309,7 @@ class TransactionalSink(_Buffered):
             try:
                 producer.poll(0)
             except KafkaException as exc:  # fatal errors surface here too
-                self.send_failures.setdefault(partition, classify(exc))
+                self.send_failures.setdefault(partition, self._classify(partition, exc))
 
     def flush_outputs(self) -> None:
         """Nothing to do: the transaction makes outputs and snapshots atomic."""
