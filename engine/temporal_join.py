@@ -21,6 +21,8 @@ ends by a maximum wait per event (`max_wait_ns`), or once nothing at all has arr
 `idle_ns` (the end of a replay) for the events the table as a whole has reached: event time
 at most `idle_ns` after the newest table event read. An idle table that has not got that far
 (the market worker is starting, or far behind) keeps them waiting, up to the maximum wait.
+Nor is a table idle while its reader knows there is more to read (`table_current=False`):
+quiet then means the reader is behind, not that the market worker has stopped.
 Those releases are counted: only they can make two runs differ. Buffered table events are
 applied when the input is idle too, and the oldest ones are applied early (counted as
 `table_forced`) once more than `max_buffered` wait.
@@ -162,11 +164,13 @@ class TableJoin(Generic[I]):
                 best = (ts, partition, hold, head)
         return None if best is None else (best[2], best[3])
 
-    def poll(self, now_ns: int, *, finished: bool = False) -> list[Step]:
+    def poll(self, now_ns: int, *, finished: bool = False, table_current: bool = True
+             ) -> list[Step]:
         """The steps that may run now, in order. `finished`: the input has ended (nothing
-        more will arrive), so everything is released."""
+        more will arrive), so everything is released. `table_current=False`: the caller
+        knows the table has more to read, so quiet is not idleness."""
         out: list[Step] = []
-        idle = finished or self.idle(now_ns)
+        idle = finished or (table_current and self.idle(now_ns))
         while True:
             found = self._next()
             if found is None:

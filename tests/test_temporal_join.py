@@ -156,6 +156,18 @@ def test_idle_waits_while_the_table_has_not_reached_the_order() -> None:
     assert [s.kind for s in join.poll(10_000)] == ["input"]  # idle, and the table got there
 
 
+def test_quiet_is_not_idleness_while_the_table_has_more_to_read() -> None:
+    """A worker behind on reading the table (`table_current=False`) sees no new table
+    events, but the market worker has published them: releasing would decide the order on
+    old instrument risk."""
+    join = _join(idle_ns=1000)
+    join.offer(Order(5, ("A",)), now_ns=0)
+    join.offer_table("t", 4, "A", Row("A", 4), now_ns=0)
+    assert [s.kind for s in join.poll(5_000, table_current=False)] == ["table"]
+    assert join.stats.released_by_timeout == 0
+    assert [s.kind for s in join.poll(5_000, table_current=True)] == ["input"]
+
+
 def test_discard_forgets_held_events_and_a_full_buffer_is_applied_early() -> None:
     join = _join(max_buffered=2)
     for ts in (1, 2):

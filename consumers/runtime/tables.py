@@ -4,6 +4,11 @@ A `TableReader` assigns every partition of its topics from the beginning, read-c
 outside the consumer group. `bootstrap` reads them up to their last stable offset before the
 worker takes any input, then the worker drains what arrived between input batches. Positions
 are never committed: a restarted worker reads the tables again from the beginning.
+
+`current` says whether the last drain reached the end of every partition (its last stable
+offset): the event-time join only treats a quiet table as idle when it is, so a worker that
+fell behind on reading a table (a long batch, a starved fetcher) is not mistaken for the end
+of a replay.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ class TableReader:
                           for full in self._short for p in range(partitions[full])]
         if self._assigned:
             self._consumer.assign(self._assigned)
+        # partitions whose end was reached and nothing read since (EOF is reported again
+        # each time the end is reached after new messages)
+        self._at_end: set[tuple[str, int]] = set()
+
+    @property
+    def current(self) -> bool:
+        """Every partition has been read to its end, as of the last drain."""
+        return len(self._at_end) == len(self._assigned)
 
     def bootstrap(self, apply: Callable[[str, bytes | None], object],
                   timeout_s: float = 60.0) -> int:
@@ -49,9 +62,12 @@ class TableReader:
                 offset = message.offset() or 0
                 error = message.error()
                 if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF and offset >= ends.get(where, 0):
-                        ends.pop(where, None)
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        self._at_end.add(where)
+                        if offset >= ends.get(where, 0):
+                            ends.pop(where, None)
                     continue
+                self._at_end.discard(where)
                 apply(self._short[where[0]], _bytes(message.value()))
                 applied += 1
                 if offset + 1 >= ends.get(where, 0):
@@ -61,10 +77,16 @@ class TableReader:
     def drain(self, apply: Callable[[str, bytes | None], object]) -> int:
         """Apply what has arrived, without waiting."""
         applied = 0
+        at_end = self._at_end
         for message in self._consumer.consume(self.batch, 0):
-            if message.error() is None:
-                apply(self._short[message.topic() or ""], _bytes(message.value()))
+            where = (message.topic() or "", message.partition() or 0)
+            error = message.error()
+            if error is None:
+                at_end.discard(where)
+                apply(self._short[where[0]], _bytes(message.value()))
                 applied += 1
+            elif error.code() == KafkaError._PARTITION_EOF:
+                at_end.add(where)
         return applied
 
     def close(self) -> None:

@@ -538,7 +538,8 @@ class Worker:
         """Run the table events and held input the join releases now."""
         join, sink = self.join, self._sink
         assert join is not None and sink is not None
-        steps = join.poll(now)
+        reader = self._table_reader
+        steps = join.poll(now, table_current=reader is None or reader.current)
         if self._hold_paused and len(join) <= 10 * self.config.batch_size:
             resume = [tp for tp in self._hold_paused
                       if (st := self._parts.get(tp.partition)) is not None

@@ -1,0 +1,56 @@
+"""`consumers.runtime.tables.TableReader` against the broker: it knows when it has read every
+partition to its end, which is what lets the event-time join tell a finished replay from a
+reader that fell behind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from consumers.runtime.tables import TableReader
+from producers.kafka import make_producer
+from producers.provision import ensure_topics
+from schemas.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+TOPIC = "risk.limits"  # a table topic of one partition
+
+
+def _publish(settings: Settings, count: int, start: int = 0) -> None:
+    producer = make_producer(settings)
+    for n in range(start, start + count):
+        producer.produce(settings.topic(TOPIC), b"%d" % n, b"k%d" % n)
+    assert producer.flush(30) == 0
+
+
+def _drain_until(reader: TableReader, apply: Callable[[str, bytes | None], object],
+                 done: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "the reader never got there"
+        reader.drain(apply)
+        time.sleep(0.01)
+
+
+def test_current_only_once_every_partition_is_read_to_its_end(kafka_settings: Settings
+                                                               ) -> None:
+    ensure_topics(kafka_settings)
+    _publish(kafka_settings, 3)
+    got: list[bytes | None] = []
+    reader = TableReader(kafka_settings, [TOPIC], {kafka_settings.topic(TOPIC): 1}, batch=1)
+    try:
+        assert reader.bootstrap(lambda _, v: got.append(v)) == 3
+        _drain_until(reader, lambda _, v: got.append(v), lambda: reader.current)
+        assert got == [b"0", b"1", b"2"]
+
+        _publish(kafka_settings, 2, start=3)
+        _drain_until(reader, lambda _, v: got.append(v), lambda: len(got) == 4)
+        # one message per drain (batch=1): a message was just read, the end comes after it
+        assert not reader.current
+        _drain_until(reader, lambda _, v: got.append(v), lambda: reader.current)
+        assert got[3:] == [b"3", b"4"]
+    finally:
+        reader.close()
