@@ -436,10 +436,12 @@ def by_key(items: Iterable[tuple[str, str | None, bytes | dict[str, Any]]],
     """Outputs grouped per (topic, key) in order, with run-dependent fields removed.
 
     Kafka keeps order per key, not across keys, so this is what two runs must agree on:
-    `by_key(driver_outputs) == by_key(kafka_outputs)`.
+    `by_key(driver_outputs) == by_key(kafka_outputs)`. The groups come sorted by topic and
+    key, whatever order the items were read in, so a failed comparison shows only what
+    differs.
     """
     grouped: dict[tuple[str, str | None], list[Any]] = {}
     for topic, key, value in items:
         obj = orjson.loads(value) if isinstance(value, bytes | bytearray) else value
         grouped.setdefault((topic, key), []).append(comparable(obj))
-    return grouped
+    return dict(sorted(grouped.items(), key=lambda item: (item[0][0], item[0][1] or "")))

@@ -30,9 +30,11 @@ class Pair:
         self.children: list[subprocess.Popen[bytes]] = []
         env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400",
                # generous: no order may be released before its instrument risk has caught
-               # up, however slow the market worker is on a loaded machine
+               # up, however slow the market worker is on a loaded machine (a market worker
+               # that stalls for the idle time, in a rebalance say, looks like the end of
+               # the replay)
                "STREAMRISK_WORKER__TABLE_MAX_WAIT_MS": "120000",
-               "STREAMRISK_WORKER__TABLE_IDLE_MS": "3000"}
+               "STREAMRISK_WORKER__TABLE_IDLE_MS": "6000"}
         self.env = env
         self.kinds: list[str] = []
         for kind in ("market", "orders"):
@@ -58,6 +60,15 @@ class Pair:
             if count:
                 wait_members(self.settings, group_of(self.settings, processor), count,
                              timeout_s, alive=self.alive)
+
+    def events(self) -> str:
+        """The workers' rebalances, warnings and errors so far: what to look at when two
+        runs differ."""
+        marks = (" assigned ", " revoked ", " lost ", "WARNING", "ERROR")
+        lines = [f"{name}: {line}" for name in self.kinds
+                 for line in (self.logs / f"{name}.log").read_text().splitlines()
+                 if any(mark in line for mark in marks)]
+        return "\n".join(lines[-40:])
 
     def alive(self) -> bool:
         for child, name in zip(self.children, self.kinds, strict=True):

@@ -119,7 +119,7 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
             outputs.append(read_committed(pair.settings, (*COMPARED, "orders",
                                                           "risk.accounts")))
         yield {"recording": recording, "messages": messages, "labels": sim.labels(),
-               "outputs": outputs, "pair": pairs[0], "base": base}
+               "outputs": outputs, "pair": pairs[0], "pairs": pairs, "base": base}
     finally:
         for pair in pairs:
             pair.close()
@@ -131,13 +131,14 @@ def label(run: dict[str, Any], scenario: str) -> Any:
 
 def test_replays_are_identical_and_equal_to_evaluate(run: dict[str, Any]) -> None:
     first, second = run["outputs"]
-    assert compared(first) == compared(second)
+    events = "\n".join(pair.events() for pair in run["pairs"])
+    assert compared(first) == compared(second), events
     out = run["base"] / "evaluate"
     assert main(["evaluate", str(run["recording"]), "--out", str(out), "--max-plots",
                  "0"]) == 0
     reference = [(m.topic, m.key, orjson.dumps(m.value)) for m in
                  read_recording(out / "outputs.jsonl")]
-    assert compared(first) == compared(reference)
+    assert compared(first) == compared(reference), events
     report = orjson.loads((out / "report.json").read_bytes())
     assert report["orders"]["decisions"]["deny"] > 0 and report["dead_letters"] == {}
     decisions = len(values(first, "risk.decisions"))
