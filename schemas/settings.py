@@ -115,8 +115,8 @@ class WorkerSettings(BaseModel):
                     "(instrument risk) to catch up in event time; 0: never hold")
     table_idle_ms: int = Field(
         default=2000, ge=1, le=3_600_000,
-        description="nothing arrived for this long: held events are released (end of a "
-                    "replay)")
+        description="nothing arrived for this long, and every table read to its end: "
+                    "held events are released (end of a replay)")
 
 
 class Settings(BaseSettings):
