@@ -144,6 +144,7 @@ from schemas.orders import (
     OrderReplace,
 )
 from schemas.outputs import (
+    SCOPE_FIGURES,
     AccountRisk,
     BreachLevel,
     Decision,
@@ -858,17 +859,13 @@ class OrderRiskProcessor(DispatchByType):
         """The account's figures for the aggregation stage of each desk and firm above it
         (one ScopeContribution per scope, keyed by the scope)."""
         out: list[Output] = []
+        figures = {name: getattr(snapshot, name) for name in SCOPE_FIGURES}
         for scope in (scopes.desk, scopes.firm):
             if scope is None:
                 continue
             contribution = ScopeContribution(
                 **self._env(cause, f"SCOPE_CONTRIBUTION:{scope}"), scope=scope,
-                account=snapshot.account, trading_state=snapshot.trading_state,
-                realized_pnl=snapshot.realized_pnl, unrealized_pnl=snapshot.unrealized_pnl,
-                day_pnl=snapshot.day_pnl, gross_exposure=snapshot.gross_exposure,
-                net_exposure=snapshot.net_exposure, long_exposure=snapshot.long_exposure,
-                short_exposure=snapshot.short_exposure, var_95=snapshot.var_95,
-                es_975=snapshot.es_975, open_order_notional=snapshot.open_order_notional)
+                account=snapshot.account, trading_state=snapshot.trading_state, **figures)
             out.append(Output(ScopeContribution.TOPIC, scope, contribution))
         return out
 

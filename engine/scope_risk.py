@@ -88,10 +88,10 @@ from engine.trading_state import Reading, ScopeState, Transition, validate_comma
 from schemas.common import Envelope, TradingState, scope_kind
 from schemas.control import LimitConfig, TradingStateCommand
 from schemas.outputs import (
+    SCOPE_FIGURES,
     BreachLevel,
     LimitBreach,
     ScopeContribution,
-    ScopeFigures,
     ScopeRisk,
     TradingStateChanged,
 )
@@ -105,11 +105,11 @@ SCOPE_KINDS = ("desk", "firm")
 STATE_DRIVERS = ("day_loss", "drawdown_intraday", "drawdown_trailing", "var_95",
                  "gross_exposure")
 """Metrics of the aggregate checked against the scope's limits and driving its state."""
-FIGURES = tuple(name for name in ScopeFigures.model_fields
-                if name not in Envelope.model_fields and name not in ("scope", "trading_state"))
-"""Contribution fields summed into the ScopeRisk fields of the same name (the numbers of
-`schemas.outputs.ScopeFigures`)."""
-_DAY_PNL = FIGURES.index("day_pnl")
+FIGURES = SCOPE_FIGURES
+"""Contribution fields summed into the ScopeRisk fields of the same name."""
+_REALIZED, _UNREALIZED, _DAY_PNL, _VAR_95, _GROSS = (
+    FIGURES.index(name) for name in ("realized_pnl", "unrealized_pnl", "day_pnl", "var_95",
+                                     "gross_exposure"))
 _EXP = 1074  # every finite float is an integer multiple of 2**-1074
 _EPS = 1e-9
 
@@ -263,7 +263,7 @@ class ScopeRiskProcessor(DispatchByType):
         member = Member(ev.ts_event, ev.event_id, ev.trading_state,
                         tuple(float(getattr(ev, f)) for f in FIGURES))
         totals = self._replace(agg, ev.account, previous, member)
-        total_pnl = totals[0] + totals[1]
+        total_pnl = totals[_REALIZED] + totals[_UNREALIZED]
         day_pnl = totals[_DAY_PNL]
         agg.peak_total = max(agg.peak_total, total_pnl)
         agg.day_peak = max(agg.day_peak, day_pnl)
@@ -272,8 +272,8 @@ class ScopeRiskProcessor(DispatchByType):
         observed = {"day_loss": max(0.0, -day_pnl),
                     "drawdown_intraday": agg.drawdown_intraday,
                     "drawdown_trailing": agg.drawdown_trailing,
-                    "var_95": totals[FIGURES.index("var_95")],
-                    "gross_exposure": totals[FIGURES.index("gross_exposure")]}
+                    "var_95": totals[_VAR_95],
+                    "gross_exposure": totals[_GROSS]}
         levels = self.limits.levels(agg.scope, ev.ts_event)
         readings = []
         for metric in STATE_DRIVERS:

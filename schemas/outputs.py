@@ -229,6 +229,13 @@ class ScopeFigures(Envelope):
         return self.scope
 
 
+SCOPE_FIGURES: tuple[str, ...] = tuple(
+    name for name in ScopeFigures.model_fields
+    if name not in Envelope.model_fields and name not in ("scope", "trading_state"))
+"""The numbers of ScopeFigures: an AccountRisk's fields of the same name, summed field for
+field into a ScopeRisk."""
+
+
 class ScopeContribution(ScopeFigures):
     """An account's figures handed to the aggregation stage of one scope above it (desk or
     firm): the order worker publishes one per AccountRisk and per scope, keyed by scope, so
