@@ -237,6 +237,37 @@ class _CachedLimits:
     resolved: dict[str, EffectiveLimit]
 
 
+class _OrderLimits:
+    """The effective limits of one order, resolved on first use per metric and group.
+
+    A class rather than a recursive closure: a closure that calls itself is a reference
+    cycle, left for the garbage collector on every order, and those collections landed
+    inside the timed pre-trade gate.
+    """
+
+    __slots__ = ("book", "groups", "per_order", "scopes", "ts")
+
+    def __init__(self, book: LimitBook, scopes: OrderScopes, ts: int,
+                 groups: dict[str, dict[str, EffectiveLimit]],
+                 per_order: dict[str, EffectiveLimit]) -> None:
+        self.book, self.scopes, self.ts = book, scopes, ts
+        self.groups, self.per_order = groups, per_order
+
+    def __call__(self, metric: str, group: Group) -> EffectiveLimit:
+        if group == "order":
+            found = self.per_order.get(metric)
+            if found is None:
+                found = self.per_order[metric] = tightest(
+                    tightest(self(metric, "account"), self(metric, "strategy")),
+                    self(metric, "instrument"))
+            return found
+        resolved = self.groups[group]
+        found = resolved.get(metric)
+        if found is None:
+            found = resolved[metric] = self.book.resolve(metric, self.scopes, self.ts, group)
+        return found
+
+
 def _prune(window: deque[int], since: int) -> None:
     while window and window[0] <= since:
         window.popleft()
@@ -576,22 +607,7 @@ class OrderRiskProcessor(DispatchByType):
             "instrument": self._group_limits(("instrument", symbol), scopes, "instrument", ts),
         }
         per_order = self._group_limits(("order", account, strategy, symbol), scopes, "order", ts)
-
-        def limit(metric: str, group: Group) -> EffectiveLimit:
-            if group == "order":
-                found = per_order.get(metric)
-                if found is None:
-                    found = per_order[metric] = tightest(
-                        tightest(limit(metric, "account"), limit(metric, "strategy")),
-                        limit(metric, "instrument"))
-                return found
-            resolved = groups[group]
-            found = resolved.get(metric)
-            if found is None:
-                found = resolved[metric] = book.resolve(metric, scopes, ts, group)
-            return found
-
-        return scopes, limit
+        return scopes, _OrderLimits(book, scopes, ts, groups, per_order)
 
     # --- orders ---------------------------------------------------------------------------
 
