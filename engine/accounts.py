@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import add, sub
+from typing import NamedTuple
 
 from schemas.common import Side
 
@@ -66,9 +67,13 @@ class Position:
     realized: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Exposure:
-    """Worst-case exposures (currency) including open orders."""
+class Exposure(NamedTuple):
+    """Worst-case exposures (currency) including open orders.
+
+    A NamedTuple, like the gate's other small immutable records (Reading, Finding,
+    ExposureChange): several are built for every order, and a frozen dataclass costs
+    1.6 µs to construct against 0.6 µs.
+    """
 
     long: float = 0.0
     short: float = 0.0
@@ -79,16 +84,6 @@ class Exposure:
     @property
     def net(self) -> float:
         return max(abs(self.net_hi), abs(self.net_lo))
-
-    def __add__(self, other: Exposure) -> Exposure:
-        return Exposure(self.long + other.long, self.short + other.short,
-                        self.gross + other.gross, self.net_hi + other.net_hi,
-                        self.net_lo + other.net_lo)
-
-    def __sub__(self, other: Exposure) -> Exposure:
-        return Exposure(self.long - other.long, self.short - other.short,
-                        self.gross - other.gross, self.net_hi - other.net_hi,
-                        self.net_lo - other.net_lo)
 
 
 def exposure_of(qty: float, open_buy: float, open_sell: float, price: float) -> Exposure:

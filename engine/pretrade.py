@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from engine.accounts import EPS, AccountBook, Exposure, OpenOrder
 from engine.limits import NO_LIMIT, EffectiveLimit, Group
@@ -85,8 +85,7 @@ class OrderView:
     """The open order an OrderReplace replaces (its leaves stop counting)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     result: CheckResult
     hard: bool
     metric: str | None = None
@@ -401,8 +400,7 @@ def _price(g: GateInput, symbol: str) -> float:
     return g.book.price(symbol)
 
 
-@dataclass(frozen=True, slots=True)
-class ExposureChange:
+class ExposureChange(NamedTuple):
     before: Exposure
     after: Exposure
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from schemas.common import TradingState
 from schemas.control import StateCommand, TradingStateCommand
@@ -65,8 +66,7 @@ def validate_command(cmd: TradingStateCommand) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """One driver of the state machine: its value and the levels it is compared to."""
 
     metric: str
