@@ -155,59 +155,55 @@ class AccountBook:
 
     # --- running totals ---------------------------------------------------------------------
 
-    def _symbol_terms(self, symbol: str) -> tuple[float, ...] | None:
+    # One function per kind of term, each computing the terms and replacing them in the
+    # totals: this runs for every marked symbol of every order, where Python's call overhead
+    # is a large share. Totals are rebuilt with map(add/sub) instead of updated index by
+    # index (0.98 against 1.73 µs for nine terms); each element is the same expression,
+    # t + (a - b), so the floats come out bit for bit as before.
+
+    def _touch_symbol(self, symbol: str) -> None:
+        old = self._terms.pop(symbol, None)
         pos = self.positions.get(symbol)
         q = pos.qty if pos is not None else 0.0
         buys = self.open_buy.get(symbol, 0.0)
         sells = self.open_sell.get(symbol, 0.0)
         if abs(q) <= EPS and buys <= EPS and sells <= EPS:
-            return None
-        px = self.price(symbol)
-        hi, lo, mv = q + buys, q - sells, q * px
-        return (hi * px if hi > 0 else 0.0, -lo * px if lo < 0 else 0.0,
-                (hi if hi > -lo else -lo) * px, hi * px, lo * px,
-                q * (px - (pos.avg_cost if pos is not None else 0.0)),
-                mv if mv > 0 else 0.0, -mv if mv < 0 else 0.0, mv * mv)
-
-    def _strategy_terms(self, strategy: str, symbol: str) -> tuple[float, ...] | None:
-        key = (strategy, symbol)
-        q = self.strategy_qty.get(key, 0.0)
-        buys = self.strategy_open_buy.get(key, 0.0)
-        sells = self.strategy_open_sell.get(key, 0.0)
-        if abs(q) <= EPS and buys <= EPS and sells <= EPS:
-            return None
-        px = self.price(symbol)
-        hi, lo = q + buys, q - sells
-        return (hi * px if hi > 0 else 0.0, -lo * px if lo < 0 else 0.0,
-                (hi if hi > -lo else -lo) * px, hi * px, lo * px)
-
-    # Totals are rebuilt with map(add/sub) instead of updated index by index (0.98 against
-    # 1.73 µs for nine terms): this is the hottest loop of the order gate, run for every
-    # marked symbol, and each element is the same expression, t + (a - b), so the floats
-    # come out bit for bit as before.
-
-    def _touch_symbol(self, symbol: str) -> None:
-        old = self._terms.pop(symbol, None)
-        new = self._symbol_terms(symbol)
-        if new is not None:
-            self._terms[symbol] = new
             if old is not None:
-                self._tot = list(map(add, self._tot, map(sub, new, old)))
-            else:
-                self._tot = list(map(add, self._tot, new))
-        elif old is not None:
-            self._tot = list(map(sub, self._tot, old))
+                self._tot = list(map(sub, self._tot, old))
+            return
+        px = self.marks.get(symbol)
+        if px is None:  # as price(): no mark yet, the average cost
+            px = pos.avg_cost if pos is not None else 0.0
+        hi, lo, mv = q + buys, q - sells, q * px
+        new = (hi * px if hi > 0 else 0.0, -lo * px if lo < 0 else 0.0,
+               (hi if hi > -lo else -lo) * px, hi * px, lo * px,
+               q * (px - (pos.avg_cost if pos is not None else 0.0)),
+               mv if mv > 0 else 0.0, -mv if mv < 0 else 0.0, mv * mv)
+        self._terms[symbol] = new
+        if old is not None:
+            self._tot = list(map(add, self._tot, map(sub, new, old)))
+        else:
+            self._tot = list(map(add, self._tot, new))
 
     def _touch_strategy(self, strategy: str, symbol: str) -> None:
         key = (strategy, symbol)
         old = self._sterms.pop(key, None)
-        new = self._strategy_terms(strategy, symbol)
         tot = self._stot.get(strategy)
         if tot is None:
             tot = [0.0] * 5
         if old is not None:
             tot = list(map(sub, tot, old))
-        if new is not None:
+        q = self.strategy_qty.get(key, 0.0)
+        buys = self.strategy_open_buy.get(key, 0.0)
+        sells = self.strategy_open_sell.get(key, 0.0)
+        if abs(q) > EPS or buys > EPS or sells > EPS:
+            px = self.marks.get(symbol)
+            if px is None:
+                pos = self.positions.get(symbol)
+                px = pos.avg_cost if pos is not None else 0.0
+            hi, lo = q + buys, q - sells
+            new = (hi * px if hi > 0 else 0.0, -lo * px if lo < 0 else 0.0,
+                   (hi if hi > -lo else -lo) * px, hi * px, lo * px)
             self._sterms[key] = new
             self._stot[strategy] = list(map(add, tot, new))
             held = self._sym_strats.get(symbol)
