@@ -9,13 +9,6 @@ are never committed: a restarted worker reads the tables again from the beginnin
 offset): the event-time join only treats a quiet table as idle when it is, so a worker that
 fell behind on reading a table (a long batch, a starved fetcher) is not mistaken for the end
 of a replay.
-
-On brokers that answer empty fetches at once (profile `idle_probe_ms`), a reader that has
-reached the end of every partition pauses them, and each drain after `idle_probe_ms` resumes
-them for one look (`producers.kafka.IdlePause`): an idle table then costs one fetch per probe
-instead of a fetch loop. A probe clears the ends seen, so `current` is true again only once
-every partition has reported its end anew: a table is never called current on the strength
-of a look older than the probe.
 """
 
 from __future__ import annotations
@@ -26,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from producers.kafka import IdlePause, make_consumer
+from producers.kafka import make_consumer
 from schemas.settings import Settings
 
 
@@ -44,10 +37,8 @@ class TableReader:
         if self._assigned:
             self._consumer.assign(self._assigned)
         # partitions whose end was reached and nothing read since (EOF is reported again
-        # each time the end is reached after new messages, and after each resume)
+        # each time the end is reached after new messages)
         self._at_end: set[tuple[str, int]] = set()
-        probe_ms = settings.profile_defaults.idle_probe_ms
-        self._idle = IdlePause(self._consumer, probe_ms / 1000) if probe_ms else None
 
     @property
     def current(self) -> bool:
@@ -87,10 +78,6 @@ class TableReader:
         """Apply what has arrived, without waiting."""
         applied = 0
         at_end = self._at_end
-        idle = self._idle
-        if idle is not None and idle.probe_due:
-            idle.resume()
-            at_end.clear()
         for message in self._consumer.consume(self.batch, 0):
             where = (message.topic() or "", message.partition() or 0)
             error = message.error()
@@ -100,8 +87,6 @@ class TableReader:
                 applied += 1
             elif error.code() == KafkaError._PARTITION_EOF:
                 at_end.add(where)
-        if idle is not None and not idle.paused and self.current:
-            idle.pause(self._assigned)
         return applied
 
     def close(self) -> None:
