@@ -72,7 +72,7 @@ def _truncatable(spec: TopicSpec) -> TopicSpec:
 
 # The embedded broker keeps its log in memory and its autosave thread writes the whole of it
 # out again every few seconds while anything changed: measured at 16% of a core with 20 MB
-# stored and 64% with 80 MB, and 40 to 90 µs of broker CPU per event in the two-worker run.
+# stored and 64% with 80 MB, and 32 to 88 µs of broker CPU per event in the two-worker run.
 # Data left by earlier repetitions and steps would therefore take CPU from the workers being
 # measured, which a real Kafka (appending to segment files) does not. So every repetition's
 # input is deleted once committed, and every step's topics when the step ends.

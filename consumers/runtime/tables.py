@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from producers.kafka import make_consumer
 from schemas.settings import Settings
@@ -58,36 +58,39 @@ class TableReader:
         deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
             for message in self._consumer.consume(self.batch, 0.2):
-                where = (message.topic() or "", message.partition() or 0)
-                offset = message.offset() or 0
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        self._at_end.add(where)
-                        if offset >= ends.get(where, 0):
-                            ends.pop(where, None)
+                reached = self._take(message, apply)
+                if reached is None:
                     continue
-                self._at_end.discard(where)
-                apply(self._short[where[0]], _bytes(message.value()))
-                applied += 1
-                if offset + 1 >= ends.get(where, 0):
+                if message.error() is None:
+                    applied += 1
+                where = (message.topic() or "", message.partition() or 0)
+                if reached >= ends.get(where, 0):
                     ends.pop(where, None)
         return applied
 
     def drain(self, apply: Callable[[str, bytes | None], object]) -> int:
         """Apply what has arrived, without waiting."""
         applied = 0
-        at_end = self._at_end
         for message in self._consumer.consume(self.batch, 0):
-            where = (message.topic() or "", message.partition() or 0)
-            error = message.error()
-            if error is None:
-                at_end.discard(where)
-                apply(self._short[where[0]], _bytes(message.value()))
+            self._take(message, apply)
+            if message.error() is None:
                 applied += 1
-            elif error.code() == KafkaError._PARTITION_EOF:
-                at_end.add(where)
         return applied
+
+    def _take(self, message: Message, apply: Callable[[str, bytes | None], object]
+              ) -> int | None:
+        """Apply a message, or note that its partition's end was reached (what `current`
+        rests on); the offset its partition is now read up to, None for any other error."""
+        where = (message.topic() or "", message.partition() or 0)
+        error = message.error()
+        if error is None:
+            self._at_end.discard(where)
+            apply(self._short[where[0]], _bytes(message.value()))
+            return (message.offset() or 0) + 1
+        if error.code() == KafkaError._PARTITION_EOF:
+            self._at_end.add(where)
+            return message.offset() or 0
+        return None
 
     def close(self) -> None:
         self._consumer.close()
