@@ -28,7 +28,7 @@ applied when the input is idle too, and the oldest ones are applied early (count
 `table_forced`) once more than `max_buffered` wait.
 
 The join is pure: the caller says what time it is (`now_ns`, wall clock, used only for the
-waits) and executes the returned steps in order.
+waits) and executes the steps `poll` yields, each before taking the next.
 
 >>> join: TableJoin[tuple[int, str]] = TableJoin(
 ...     ts_of=lambda e: e[0], needs=lambda e: [e[1]], max_wait_ns=None, idle_ns=None)
@@ -46,7 +46,7 @@ waits) and executes the returned steps in order.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
@@ -71,6 +71,8 @@ class JoinStats:
     released_aligned: int = 0
     released_by_timeout: int = 0
     """Input events released by the maximum wait or by idleness (not aligned)."""
+    released_by_idle: int = 0
+    """Of those, the ones released by idleness (or because the input finished)."""
     max_held: int = 0
     max_buffered: int = 0
 
@@ -80,8 +82,9 @@ class TableJoin(Generic[I]):
 
     `ts_of(item)` is the input event's time (None: it needs nothing, e.g. undecodable bytes
     on their way to the dead-letter topic); `needs(item)` names the table keys it reads,
-    asked when it reaches the head of its queue (so it can depend on the state left by the
-    events before it); `partition_of(item)` is its input partition. Each partition is a
+    asked when it reaches the head of its queue, after the steps before it have run (`poll`
+    produces them lazily), so it can depend on the state those events left;
+    `partition_of(item)` is its input partition. Each partition is a
     FIFO `HoldQueue` (an account's events keep their order); across partitions the head
     with the earliest event time goes first, so events consumed in bursts from different
     partitions are still decided in event-time order (the table is never applied past an
@@ -165,11 +168,13 @@ class TableJoin(Generic[I]):
         return None if best is None else (best[2], best[3])
 
     def poll(self, now_ns: int, *, finished: bool = False, table_current: bool = True
-             ) -> list[Step]:
-        """The steps that may run now, in order. `finished`: the input has ended (nothing
-        more will arrive), so everything is released. `table_current=False`: the caller
-        knows the table has more to read, so quiet is not idleness."""
-        out: list[Step] = []
+             ) -> Iterator[Step]:
+        """The steps that may run now, in order, produced lazily: execute each step before
+        taking the next. An input event's `needs` is asked only once every step before it
+        has run, so it sees the state those steps left (an account's fill just released
+        decides which instruments its next order waits for). `finished`: the input has
+        ended (nothing more will arrive), so everything is released. `table_current=False`:
+        the caller knows the table has more to read, so quiet is not idleness."""
         idle = finished or (table_current and self.idle(now_ns))
         while True:
             found = self._next()
@@ -178,7 +183,7 @@ class TableJoin(Generic[I]):
             hold, head = found
             ts = self._ts_of(head)
             if ts is not None:
-                self._apply_upto(ts, out)
+                yield from self._apply_upto(ts)
             timeouts = hold.stats.released_by_timeout
             released = hold.release(now_ns, limit=1)
             if released:
@@ -189,18 +194,18 @@ class TableJoin(Generic[I]):
             elif finished or (idle and self._reached(ts)):
                 released = [hold.pop()]
                 self.stats.released_by_timeout += 1
+                self.stats.released_by_idle += 1
             else:
                 break
             self._held -= 1
-            out.append(Step("input", "", released[0]))
+            yield Step("input", "", released[0])
         if idle and not self._held:
-            self._apply_upto(None, out)
+            yield from self._apply_upto(None)
         while len(self._table) > self.max_buffered:
             ts, _, topic, item = heapq.heappop(self._table)
-            out.append(Step("table", topic, item))
             self.stats.table_applied += 1
             self.stats.table_forced += 1
-        return out
+            yield Step("table", topic, item)
 
     def _reached(self, ts: int | None) -> bool:
         """The table as a whole has got to event time `ts` (within the idle allowance)."""
@@ -209,12 +214,12 @@ class TableJoin(Generic[I]):
         assert self.idle_ns is not None
         return self._newest is not None and ts <= self._newest + self.idle_ns
 
-    def _apply_upto(self, ts: int | None, out: list[Step]) -> None:
+    def _apply_upto(self, ts: int | None) -> Iterator[Step]:
         table = self._table
         while table and (ts is None or table[0][0] <= ts):
             _, _, topic, item = heapq.heappop(table)
-            out.append(Step("table", topic, item))
             self.stats.table_applied += 1
+            yield Step("table", topic, item)
 
     def discard(self, dropped: Callable[[I], bool]) -> int:
         """Forget held input events (their partition was revoked or rewound)."""

@@ -4,6 +4,7 @@ it needs up to its own time, and nothing later of any key."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from hypothesis import given, settings
@@ -62,7 +63,7 @@ def test_each_order_sees_the_table_exactly_as_of_its_time(
     applied: list[Row] = []
     seen: list[tuple[Order, list[Row]]] = []
 
-    def run(steps: list[Step]) -> None:
+    def run(steps: Iterable[Step]) -> None:
         for step in steps:
             if step.kind == "table":
                 applied.append(step.item)
@@ -129,7 +130,7 @@ def test_an_order_waits_for_its_instrument_then_for_the_maximum_wait() -> None:
     join.offer(Order(11, ()), now_ns=0)  # needs nothing, but waits behind the first (FIFO)
     join.offer_table("t", 10, "A", Row("A", 10), now_ns=0)  # not later than the order yet
     assert [s.kind for s in join.poll(50)] == ["table"]
-    steps = join.poll(100)
+    steps = list(join.poll(100))
     assert [s.item for s in steps] == [Order(10, ("A",)), Order(11, ())]
     assert join.stats.released_by_timeout == 1 and join.stats.released_aligned == 1
 
@@ -138,8 +139,8 @@ def test_idle_input_releases_everything_and_applies_the_table() -> None:
     join = _join(idle_ns=1000)
     join.offer(Order(5, ("A",)), now_ns=0)
     join.offer_table("t", 9, "B", Row("B", 9), now_ns=10)
-    assert join.poll(500) == []
-    steps = join.poll(1010)
+    assert list(join.poll(500)) == []
+    steps = list(join.poll(1010))
     assert [(s.kind, s.item) for s in steps] == [("input", Order(5, ("A",))),
                                                  ("table", Row("B", 9))]
     assert join.stats.released_by_timeout == 1
@@ -148,7 +149,7 @@ def test_idle_input_releases_everything_and_applies_the_table() -> None:
 def test_idle_waits_while_the_table_has_not_reached_the_order() -> None:
     join = _join(idle_ns=1000)
     join.offer(Order(5_000, ("A",)), now_ns=0)  # the table is starting: nothing read yet
-    assert join.poll(5_000) == []
+    assert list(join.poll(5_000)) == []
     join.offer_table("t", 3_000, "A", Row("A", 3_000), now_ns=5_000)  # far behind the order
     assert [s.kind for s in join.poll(9_000)] == ["table"]
     join.offer_table("t", 4_500, "B", Row("B", 4_500), now_ns=9_000)  # within the allowance
@@ -175,6 +176,46 @@ def test_discard_forgets_held_events_and_a_full_buffer_is_applied_early() -> Non
     assert join.discard(lambda o: o.ts == 1) == 1 and len(join) == 1
     for ts in (10, 11, 12):
         join.offer_table("t", ts, "B", Row("B", ts), now_ns=0)
-    forced = join.poll(0)
+    forced = list(join.poll(0))
     assert [s.item for s in forced] == [Row("B", 10)]
     assert join.stats.table_forced == 1 and join.buffered == 2
+
+
+class AccountOrder(NamedTuple):
+    ts: int
+    account: int
+    key: str
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.lists(st.tuples(st.integers(0, 2), st.sampled_from(KEYS)), min_size=15,
+                           max_size=15))
+def test_what_an_order_needs_is_asked_after_the_orders_before_it_have_run(
+        data: tuple[list[Row], list[Order], list[bool]],
+        accounts: list[tuple[int, str]]) -> None:
+    """An order waits for its own key and every key its account holds, and an account
+    comes to hold a key by an earlier order's execution (as a fill opens a position): the
+    join must ask what an order needs only once the steps before it have run, even when one
+    table event releases a run of orders at once."""
+    table, plain, _ = data
+    orders = [AccountOrder(o.ts, *accounts[i]) for i, o in enumerate(plain)]
+    holdings: dict[int, set[str]] = {}
+    join: TableJoin[AccountOrder] = TableJoin(
+        ts_of=lambda o: o.ts, needs=lambda o: {o.key, *holdings.get(o.account, ())},
+        max_wait_ns=None, idle_ns=None, partition_of=lambda o: o.account)
+    for o in orders:
+        join.offer(o, 0)
+    applied: list[Row] = []
+    for now, row in enumerate([*table, None]):
+        if row is not None:
+            join.offer_table("t", row.ts, row.key, row, now)
+        for step in join.poll(now, finished=row is None):
+            if step.kind == "table":
+                applied.append(step.item)
+                continue
+            order: AccountOrder = step.item
+            if row is not None:  # released aligned: every version it reads is there
+                for key in {order.key, *holdings.get(order.account, ())}:
+                    assert sorted(r for r in applied if r.key == key) == sorted(
+                        r for r in table if r.key == key and r.ts <= order.ts)
+            holdings.setdefault(order.account, set()).add(order.key)

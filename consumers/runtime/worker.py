@@ -127,6 +127,8 @@ SIGNATURE_ALERT = "SNAPSHOT_SIGNATURE_INVALID"
 CAUGHT_UP_QUIET_S = 1.0
 """`exit_when_caught_up`: how long without input before a partition whose committed offset
 is short of its high watermark (a transaction marker at the end) counts as caught up."""
+UNALIGNED_WARN_S = 5.0
+"""Least time between two warnings that the event-time join released input unaligned."""
 
 
 class WorkerError(RuntimeError):
@@ -256,6 +258,7 @@ class Worker:
         self._aligned: frozenset[str] = frozenset()
         self.join: TableJoin[_Held] | None = self._make_join()
         self._hold_paused: list[TopicPartition] = []
+        self._unaligned_warned = -UNALIGNED_WARN_S * 1_000_000_000
         self._last_input = time.monotonic()
         self._settled = False
         """Every assigned partition restored since the last rebalance (see freeze_state)."""
@@ -539,22 +542,16 @@ class Worker:
         join, sink = self.join, self._sink
         assert join is not None and sink is not None
         reader = self._table_reader
-        steps = join.poll(now, table_current=reader is None or reader.current)
-        if self._hold_paused and len(join) <= 10 * self.config.batch_size:
-            resume = [tp for tp in self._hold_paused
-                      if (st := self._parts.get(tp.partition)) is not None
-                      and st.status == ACTIVE and tp.partition not in self._pending]
-            self._hold_paused = []
-            if resume and self._consumer is not None:
-                self._consumer.resume(resume)
-        if not steps:
-            return
+        unaligned = join.stats.released_by_timeout
         start = time.perf_counter()
         runner, parts, names, counts = self.runner, self._parts, self._names, self._out_counts
         watch = self.metrics.wants_outputs
         seen: list[Emitted] = []
-        handled = 0
-        for step in steps:
+        handled = steps = 0
+        # one step at a time: the join asks what the next held event needs only after the
+        # steps before it have run (lazily produced)
+        for step in join.poll(now, table_current=reader is None or reader.current):
+            steps += 1
             if step.kind == "table":
                 topic, event, history = step.item
                 for out in runner.apply_table_event(topic, event):
@@ -573,12 +570,36 @@ class Worker:
                 seen += emitted
             state.position = held.offset + 1
             handled += 1
+        if join.stats.released_by_timeout != unaligned:
+            self._warn_unaligned(now)
+        if self._hold_paused and len(join) <= 10 * self.config.batch_size:
+            resume = [tp for tp in self._hold_paused
+                      if (st := self._parts.get(tp.partition)) is not None
+                      and st.status == ACTIVE and tp.partition not in self._pending]
+            self._hold_paused = []
+            if resume and self._consumer is not None:
+                self._consumer.resume(resume)
+        if not steps:
+            return
         self._events_since_checkpoint += handled
         sink.poll()
         if handled:
             self.metrics.batch(handled, time.perf_counter() - start)
         if seen:
             self.metrics.outputs(seen)
+
+    def _warn_unaligned(self, now: int) -> None:
+        """Say (at most every UNALIGNED_WARN_S) that input was released before its side
+        table caught up in event time: those events alone can differ between two runs."""
+        if now - self._unaligned_warned < UNALIGNED_WARN_S * 1_000_000_000:
+            return
+        self._unaligned_warned = now
+        assert self.join is not None
+        js = self.join.stats
+        log.warning("event-time join: %d input events released before the side table caught "
+                    "up (%d by idleness, %d by table_max_wait_ms), %d aligned so far",
+                    js.released_by_timeout, js.released_by_idle,
+                    js.released_by_timeout - js.released_by_idle, js.released_aligned)
 
     def _unhold(self, partitions: Iterable[int]) -> None:
         """Drop held input of partitions that are revoked or go back to a checkpoint."""
