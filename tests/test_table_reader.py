@@ -54,3 +54,27 @@ def test_current_only_once_every_partition_is_read_to_its_end(kafka_settings: Se
         assert got[3:] == [b"3", b"4"]
     finally:
         reader.close()
+
+
+def test_a_consumer_that_goes_back_does_not_take_the_table_back(kafka_settings: Settings
+                                                                 ) -> None:
+    """Should the consumer fetch from an older position again (a restarted fetch), the
+    versions already applied are skipped, not applied a second time."""
+    from confluent_kafka import TopicPartition
+
+    ensure_topics(kafka_settings)
+    _publish(kafka_settings, 4)
+    got: list[bytes | None] = []
+    full = kafka_settings.topic(TOPIC)
+    reader = TableReader(kafka_settings, [TOPIC], {full: 1})
+    try:
+        reader.bootstrap(lambda _, v: got.append(v))
+        assert got == [b"0", b"1", b"2", b"3"]
+        reader._consumer.seek(TopicPartition(full, 0, 1))  # as a restarted fetch would
+        _publish(kafka_settings, 1, start=4)
+        _drain_until(reader, lambda _, v: got.append(v), lambda: b"4" in got)
+        _drain_until(reader, lambda _, v: got.append(v), lambda: reader.current)
+        assert got == [b"0", b"1", b"2", b"3", b"4"]
+        assert reader.repeats_skipped == 3
+    finally:
+        reader.close()

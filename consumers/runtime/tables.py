@@ -13,6 +13,7 @@ of a replay.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -21,6 +22,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from producers.kafka import make_consumer
 from schemas.settings import Settings
+
+log = logging.getLogger("streamrisk.runtime")
 
 
 class TableReader:
@@ -39,6 +42,9 @@ class TableReader:
         # partitions whose end was reached and nothing read since (EOF is reported again
         # each time the end is reached after new messages)
         self._at_end: set[tuple[str, int]] = set()
+        # per partition, the next offset to apply: a message before it is a repeat
+        self._next: dict[tuple[str, int], int] = {}
+        self.repeats_skipped = 0
 
     @property
     def current(self) -> bool:
@@ -85,8 +91,19 @@ class TableReader:
         error = message.error()
         if error is None:
             self._at_end.discard(where)
+            offset = message.offset() or 0
+            if offset < self._next.get(where, 0):
+                # The consumer went back (a fetch restarted from an older position): applying
+                # the old versions again would take the table back in time.
+                if not self.repeats_skipped:
+                    log.warning("side table %s[%d] delivered offset %d again (next expected "
+                                "%d): repeats are skipped", where[0], where[1], offset,
+                                self._next[where])
+                self.repeats_skipped += 1
+                return self._next[where]
+            self._next[where] = offset + 1
             apply(self._short[where[0]], _bytes(message.value()))
-            return (message.offset() or 0) + 1
+            return offset + 1
         if error.code() == KafkaError._PARTITION_EOF:
             self._at_end.add(where)
             return message.offset() or 0
