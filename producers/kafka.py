@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from schemas.settings import Settings
@@ -131,6 +131,54 @@ def consume_ready(consumer: Consumer, num: int, timeout: float) -> list[Message]
     if first and num > 1:
         first += consumer.consume(num - 1, 0)
     return first
+
+
+class IdlePause:
+    """Pauses a caught-up consumer and resumes it for one fetch every `probe_s` seconds.
+
+    For brokers that answer an empty fetch at once instead of holding it for
+    fetch.wait.max.ms (the embedded one): a caught-up consumer fetches in a tight loop,
+    measured at 60% of a core in its librdkafka thread and as much again in the broker.
+    Paused, it costs one fetch round per probe, and what arrives meanwhile waits at most
+    `probe_s` longer. Pausing drops what was prefetched for those partitions; the positions
+    stay, so nothing is skipped (pause only what has been read to its end).
+
+    librdkafka starts fetching a resumed partition only when its broker thread next wakes,
+    up to a second later. `resume` therefore also asks the broker for one partition's
+    watermarks: that request wakes the thread, and the fetch follows within about half a
+    millisecond (measured: 0.46 ms against 980 ms without it).
+    """
+
+    def __init__(self, consumer: Consumer, probe_s: float, timeout_s: float = 5.0) -> None:
+        self.consumer = consumer
+        self.probe_s = probe_s
+        self.timeout_s = timeout_s
+        self.paused: list[TopicPartition] = []
+        self._since = 0.0
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        if not self.paused and partitions:
+            self.consumer.pause(partitions)
+            self.paused = list(partitions)
+            self._since = time.monotonic()
+
+    @property
+    def probe_due(self) -> bool:
+        return bool(self.paused) and time.monotonic() - self._since >= self.probe_s
+
+    def resume(self) -> bool:
+        """Resume what is paused and wake the fetcher; False when nothing was paused."""
+        if not self.paused:
+            return False
+        partitions, self.paused = self.paused, []
+        self.consumer.resume(partitions)
+        first = partitions[0]
+        try:
+            self.consumer.get_watermark_offsets(TopicPartition(first.topic, first.partition),
+                                                self.timeout_s, cached=False)
+        except KafkaException as exc:  # the fetch still starts when the thread next wakes
+            log.debug("waking the fetcher after resume: %s", exc)
+        return True
 
 
 def lower_fetcher_priority(niceness: int = 10) -> int:

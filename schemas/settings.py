@@ -37,6 +37,10 @@ class ProfileDefaults(BaseModel):
     """Run librdkafka's broker threads at a lower priority (see
     `producers.kafka.lower_fetcher_priority`): for brokers that answer empty fetches at once
     instead of holding them for fetch.wait.max.ms, as the embedded one does."""
+    idle_probe_ms: int | None = None
+    """Pause side-table consumers once they have read everything, and look for more every
+    this many ms (`producers.kafka.IdlePause`); None: keep fetching, for brokers that hold
+    empty fetches."""
     socket_timeout_ms: int
     transaction_timeout_ms: int
     message_timeout_ms: int
@@ -48,12 +52,12 @@ PROFILES: dict[str, ProfileDefaults] = {
     # noida-db rejects JoinGroup with session.timeout.ms below 6000 (INVALID_SESSION_TIMEOUT).
     "test": ProfileDefaults(session_timeout_ms=6000, heartbeat_interval_ms=500,
                             max_poll_interval_ms=30000, assignor="range", fetch_wait_max_ms=10,
-                            lower_fetcher_priority=True, socket_timeout_ms=5000,
+                            lower_fetcher_priority=True, idle_probe_ms=10, socket_timeout_ms=5000,
                             transaction_timeout_ms=10000, message_timeout_ms=10000),
     "embedded": ProfileDefaults(session_timeout_ms=6000, heartbeat_interval_ms=1000,
                                 max_poll_interval_ms=60000, assignor="range",
                                 fetch_wait_max_ms=20, lower_fetcher_priority=True,
-                                socket_timeout_ms=10000,
+                                idle_probe_ms=10, socket_timeout_ms=10000,
                                 transaction_timeout_ms=30000, message_timeout_ms=30000),
     "production": ProfileDefaults(session_timeout_ms=45000, heartbeat_interval_ms=3000,
                                   max_poll_interval_ms=300000, assignor="cooperative-sticky",

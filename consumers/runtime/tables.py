@@ -9,6 +9,13 @@ are never committed: a restarted worker reads the tables again from the beginnin
 offset): the event-time join only treats a quiet table as idle when it is, so a worker that
 fell behind on reading a table (a long batch, a starved fetcher) is not mistaken for the end
 of a replay.
+
+On brokers that answer empty fetches at once (profile `idle_probe_ms`), a reader that has
+reached the end of every partition pauses them, and each drain after `idle_probe_ms` resumes
+them for one look (`producers.kafka.IdlePause`): an idle table then costs one fetch per probe
+instead of a fetch loop. A probe clears the ends seen, so `current` is true again only once
+every partition has reported its end anew: a table is never called current on the strength
+of a look older than the probe.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from producers.kafka import make_consumer
+from producers.kafka import IdlePause, make_consumer
 from schemas.settings import Settings
 
 log = logging.getLogger("streamrisk.runtime")
@@ -40,11 +47,13 @@ class TableReader:
         if self._assigned:
             self._consumer.assign(self._assigned)
         # partitions whose end was reached and nothing read since (EOF is reported again
-        # each time the end is reached after new messages)
+        # each time the end is reached after new messages, and after each resume)
         self._at_end: set[tuple[str, int]] = set()
         # per partition, the next offset to apply: a message before it is a repeat
         self._next: dict[tuple[str, int], int] = {}
         self.repeats_skipped = 0
+        probe_ms = settings.profile_defaults.idle_probe_ms
+        self._idle = IdlePause(self._consumer, probe_ms / 1000) if probe_ms else None
 
     @property
     def current(self) -> bool:
@@ -77,10 +86,16 @@ class TableReader:
     def drain(self, apply: Callable[[str, bytes | None], object]) -> int:
         """Apply what has arrived, without waiting."""
         applied = 0
+        idle = self._idle
+        if idle is not None and idle.probe_due:
+            idle.resume()
+            self._at_end.clear()
         for message in self._consumer.consume(self.batch, 0):
             self._take(message, apply)
             if message.error() is None:
                 applied += 1
+        if idle is not None and not idle.paused and self.current:
+            idle.pause(self._assigned)
         return applied
 
     def _take(self, message: Message, apply: Callable[[str, bytes | None], object]
