@@ -78,3 +78,37 @@ def test_a_consumer_that_goes_back_does_not_take_the_table_back(kafka_settings: 
         assert reader.repeats_skipped == 3
     finally:
         reader.close()
+
+
+def test_an_idle_reader_rests_and_its_probes_find_what_arrived(kafka_settings: Settings
+                                                                ) -> None:
+    probe_ms = kafka_settings.profile_defaults.idle_probe_ms
+    assert probe_ms, "the test profile pauses idle table readers"
+    ensure_topics(kafka_settings)
+    _publish(kafka_settings, 1)
+    got: list[bytes | None] = []
+
+    def apply(_: str, value: bytes | None) -> None:
+        got.append(value)
+
+    reader = TableReader(kafka_settings, [TOPIC], {kafka_settings.topic(TOPIC): 1})
+    try:
+        reader.bootstrap(apply)
+        _drain_until(reader, apply, lambda: reader.current)
+        reader.drain(apply)
+        assert reader.resting  # read to its end: paused until the next probe
+
+        # a probe that finds nothing clears the ends seen; the end is reported again after
+        # the resume, so the reader is current and resting again (were it not, the join
+        # would never see idleness)
+        time.sleep(2 * probe_ms / 1000)
+        reader.drain(apply)  # the probe: resumes, and pauses again once the end is back
+        _drain_until(reader, apply, lambda: reader.current and reader.resting)
+
+        # what arrives while it rests is read after the next probe
+        _publish(kafka_settings, 1, start=1)
+        _drain_until(reader, apply, lambda: len(got) == 2)
+        _drain_until(reader, apply, lambda: reader.current and reader.resting)
+        assert got == [b"0", b"1"]
+    finally:
+        reader.close()

@@ -60,6 +60,11 @@ class TableReader:
         """Every partition has been read to its end, as of the last drain."""
         return len(self._at_end) == len(self._assigned)
 
+    @property
+    def resting(self) -> bool:
+        """Paused between probes (profile `idle_probe_ms`), having read everything."""
+        return self._idle is not None and bool(self._idle.paused)
+
     def bootstrap(self, apply: Callable[[str, bytes | None], object],
                   timeout_s: float = 60.0) -> int:
         """Apply everything up to each partition's last stable offset; returns the count."""
