@@ -4,8 +4,8 @@ it needs up to its own time, and nothing later of any key."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -52,6 +52,17 @@ def streams(draw: st.DrawFn) -> tuple[list[Row], list[Order], list[bool]]:
     # arrival interleaving of the two topics: True = next table row, False = next order
     arrivals = draw(st.permutations([True] * len(table) + [False] * len(orders)))
     return table, orders, list(arrivals)
+
+
+def _as_the_table_arrives(join: TableJoin[Any], table: list[Row]
+                          ) -> Iterator[tuple[bool, Step]]:
+    """Offer the table rows one by one, then finish; each step the join yields, with
+    whether it came of finishing. The caller runs each step before the next is made."""
+    for now, row in enumerate([*table, None]):
+        if row is not None:
+            join.offer_table("t", row.ts, row.key, row, now)
+        for step in join.poll(now, finished=row is None):
+            yield row is None, step
 
 
 @settings(max_examples=200, deadline=None)
@@ -108,14 +119,11 @@ def test_orders_held_in_several_partitions_go_in_event_time_order(
                 join.offer(o, 0)
     applied: list[Row] = []
     seen: list[tuple[Order, list[Row]]] = []
-    for now, row in enumerate([*table, None]):
-        if row is not None:
-            join.offer_table("t", row.ts, row.key, row, now)
-        for step in join.poll(now, finished=row is None):
-            if step.kind == "table":
-                applied.append(step.item)
-            else:
-                seen.append((step.item, list(applied)))
+    for _, step in _as_the_table_arrives(join, table):
+        if step.kind == "table":
+            applied.append(step.item)
+        else:
+            seen.append((step.item, list(applied)))
     assert [o.ts for o, _ in seen] == sorted(o.ts for o in orders)
     for order, before in seen:
         assert all(r.ts <= order.ts for r in before)
@@ -206,16 +214,13 @@ def test_what_an_order_needs_is_asked_after_the_orders_before_it_have_run(
     for o in orders:
         join.offer(o, 0)
     applied: list[Row] = []
-    for now, row in enumerate([*table, None]):
-        if row is not None:
-            join.offer_table("t", row.ts, row.key, row, now)
-        for step in join.poll(now, finished=row is None):
-            if step.kind == "table":
-                applied.append(step.item)
-                continue
-            order: AccountOrder = step.item
-            if row is not None:  # released aligned: every version it reads is there
-                for key in {order.key, *holdings.get(order.account, ())}:
-                    assert sorted(r for r in applied if r.key == key) == sorted(
-                        r for r in table if r.key == key and r.ts <= order.ts)
-            holdings.setdefault(order.account, set()).add(order.key)
+    for finished, step in _as_the_table_arrives(join, table):
+        if step.kind == "table":
+            applied.append(step.item)
+            continue
+        order: AccountOrder = step.item
+        if not finished:  # released aligned: every version it reads is there
+            for key in {order.key, *holdings.get(order.account, ())}:
+                assert sorted(r for r in applied if r.key == key) == sorted(
+                    r for r in table if r.key == key and r.ts <= order.ts)
+        holdings.setdefault(order.account, set()).add(order.key)
