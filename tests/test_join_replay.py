@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from engine.driver import Emitted, EventRunner, by_key
 from engine.order_risk import OrderRiskProcessor
 from engine.pipeline import Pipeline
-from engine.temporal_join import TableJoin
+from engine.temporal_join import Step, TableJoin
 from producers.simulator import SimConfig, Simulation
 from schemas.codec import decode
 from schemas.outputs import InstrumentRisk
@@ -69,6 +70,19 @@ def _replay(day: dict[str, Any], rnd: random.Random, burst: int) -> tuple[Any, A
     read = dict.fromkeys(table, 0)
     out: list[Emitted] = []
     mass_cancels: list[Held] = []  # the worker reads its own MassCancels back, later
+
+    def run(steps: Iterable[Step]) -> None:
+        for step in steps:  # lazily: each step runs before the next is asked for
+            if step.kind == "table":
+                out.extend(runner.apply_table_event(step.topic, step.item))
+                continue
+            partition, event, message = step.item
+            emitted = runner.handle(partition, 0, message.key, message.value_bytes(),
+                                    message.timestamp, event)
+            out.extend(emitted)
+            mass_cancels.extend((partition, decode(e.value), RecordedMessage.from_bytes(
+                "orders", e.key, e.value)) for e in emitted if e.topic == "orders")
+
     now = 0
     while True:
         more = [p for p in partitions if taken[p] < len(partitions[p])]
@@ -92,23 +106,8 @@ def _replay(day: dict[str, Any], rnd: random.Random, burst: int) -> tuple[Any, A
             for held in mass_cancels:
                 join.offer(held, now)
             mass_cancels.clear()
-        for step in join.poll(now):  # lazily: each step runs before the next is asked for
-            if step.kind == "table":
-                out += runner.apply_table_event(step.topic, step.item)
-                continue
-            partition, event, message = step.item
-            emitted = runner.handle(partition, 0, message.key, message.value_bytes(),
-                                    message.timestamp, event)
-            out += emitted
-            mass_cancels += [(partition, decode(e.value), RecordedMessage.from_bytes(
-                "orders", e.key, e.value)) for e in emitted if e.topic == "orders"]
-    for step in join.poll(now + 1, finished=True):
-        if step.kind == "table":
-            out += runner.apply_table_event(step.topic, step.item)
-        else:
-            partition, event, message = step.item
-            out += runner.handle(partition, 0, message.key, message.value_bytes(),
-                                 message.timestamp, event)
+        run(join.poll(now))
+    run(join.poll(now + 1, finished=True))
     return by_key((e.topic, e.key, e.value) for e in out if e.topic in COMPARED), join.stats
 
 
