@@ -167,10 +167,10 @@ class IdlePause:
     def probe_due(self) -> bool:
         return bool(self.paused) and time.monotonic() - self._since >= self.probe_s
 
-    def resume(self) -> bool:
-        """Resume what is paused and wake the fetcher; False when nothing was paused."""
+    def resume(self) -> None:
+        """Resume what is paused, if anything, and wake the fetcher."""
         if not self.paused:
-            return False
+            return
         partitions, self.paused = self.paused, []
         self.consumer.resume(partitions)
         first = partitions[0]
@@ -179,7 +179,6 @@ class IdlePause:
                                                 self.timeout_s, cached=False)
         except KafkaException as exc:  # the fetch still starts when the thread next wakes
             log.debug("waking the fetcher after resume: %s", exc)
-        return True
 
 
 def lower_fetcher_priority(niceness: int = 10) -> int:

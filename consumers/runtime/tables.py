@@ -96,8 +96,7 @@ class TableReader:
             idle.resume()
             self._at_end.clear()
         for message in self._consumer.consume(self.batch, 0):
-            self._take(message, apply)
-            if message.error() is None:
+            if self._take(message, apply) is not None and message.error() is None:
                 applied += 1
         if idle is not None and not idle.paused and self.current:
             idle.pause(self._assigned)
@@ -106,7 +105,8 @@ class TableReader:
     def _take(self, message: Message, apply: Callable[[str, bytes | None], object]
               ) -> int | None:
         """Apply a message, or note that its partition's end was reached (what `current`
-        rests on); the offset its partition is now read up to, None for any other error."""
+        rests on); the offset its partition is now read up to, None for a repeat (nothing
+        applied, nothing reached) or any other error."""
         where = (message.topic() or "", message.partition() or 0)
         error = message.error()
         if error is None:
@@ -120,7 +120,7 @@ class TableReader:
                                 "%d): repeats are skipped", where[0], where[1], offset,
                                 self._next[where])
                 self.repeats_skipped += 1
-                return self._next[where]
+                return None
             self._next[where] = offset + 1
             apply(self._short[where[0]], _bytes(message.value()))
             return offset + 1
