@@ -105,11 +105,9 @@ SCOPE_KINDS = ("desk", "firm")
 STATE_DRIVERS = ("day_loss", "drawdown_intraday", "drawdown_trailing", "var_95",
                  "gross_exposure")
 """Metrics of the aggregate checked against the scope's limits and driving its state."""
-FIGURES = SCOPE_FIGURES
-"""Contribution fields summed into the ScopeRisk fields of the same name."""
 _REALIZED, _UNREALIZED, _DAY_PNL, _VAR_95, _GROSS = (
-    FIGURES.index(name) for name in ("realized_pnl", "unrealized_pnl", "day_pnl", "var_95",
-                                     "gross_exposure"))
+    SCOPE_FIGURES.index(name) for name in ("realized_pnl", "unrealized_pnl", "day_pnl",
+                                           "var_95", "gross_exposure"))
 _EXP = 1074  # every finite float is an integer multiple of 2**-1074
 _EPS = 1e-9
 
@@ -140,7 +138,7 @@ class Member:
     event_id: str
     trading_state: TradingState
     figures: tuple[float, ...]
-    """Values of `FIGURES`, in that order."""
+    """Values of `SCOPE_FIGURES`, in that order."""
 
 
 @dataclass
@@ -156,8 +154,8 @@ class ScopeAggregate:
     drawdown_intraday: float = 0.0
     drawdown_trailing: float = 0.0
     breach_levels: dict[str, BreachLevel] = field(default_factory=dict)
-    totals: tuple[float, ...] = (0.0,) * len(FIGURES)
-    exact: list[int] = field(default_factory=lambda: [0] * len(FIGURES))
+    totals: tuple[float, ...] = (0.0,) * len(SCOPE_FIGURES)
+    exact: list[int] = field(default_factory=lambda: [0] * len(SCOPE_FIGURES))
     """`totals` as integers in units of 2**-1074 (exact sums, see `_fixed`)."""
     reducing: int = 0
     halted: int = 0
@@ -261,7 +259,7 @@ class ScopeRiskProcessor(DispatchByType):
                                      or ev.ts_event < previous.ts):
             return out  # a repeat, or older than what the account already told us
         member = Member(ev.ts_event, ev.event_id, ev.trading_state,
-                        tuple(float(getattr(ev, f)) for f in FIGURES))
+                        tuple(float(getattr(ev, f)) for f in SCOPE_FIGURES))
         totals = self._replace(agg, ev.account, previous, member)
         total_pnl = totals[_REALIZED] + totals[_UNREALIZED]
         day_pnl = totals[_DAY_PNL]
@@ -347,7 +345,7 @@ class ScopeRiskProcessor(DispatchByType):
         return Output(TradingStateChanged.TOPIC, tr.scope, changed)
 
     def _risk(self, agg: ScopeAggregate, cause: Envelope) -> Output:
-        t = dict(zip(FIGURES, agg.totals, strict=True))
+        t = dict(zip(SCOPE_FIGURES, agg.totals, strict=True))
 
         def positive(name: str) -> float:
             return max(0.0, t[name])  # non-negative figures: no float residue below zero

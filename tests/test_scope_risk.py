@@ -17,7 +17,7 @@ import engine.scope_risk
 from engine.driver import input_topic_of
 from engine.envelope import comparable
 from engine.processor import Output, TableProcessor
-from engine.scope_risk import DAY_NS, FIGURES, ScopeConfig, ScopeRiskProcessor
+from engine.scope_risk import DAY_NS, ScopeConfig, ScopeRiskProcessor
 from schemas.codec import to_object
 from schemas.common import Envelope, TradingState
 from schemas.control import (
@@ -27,7 +27,7 @@ from schemas.control import (
     StateCommand,
     TradingStateCommand,
 )
-from schemas.outputs import ScopeContribution
+from schemas.outputs import SCOPE_FIGURES, ScopeContribution
 from schemas.settings import Settings
 
 S = 1_000_000_000
@@ -365,7 +365,7 @@ def test_the_aggregate_is_the_sum_of_each_accounts_latest_whatever_the_order(
             latest[ev.account] = ev
     final = risks[-1]
     assert final.accounts == len(latest)
-    for name in FIGURES:
+    for name in SCOPE_FIGURES:
         expected = math.fsum(getattr(c, name) for c in latest.values())
         signed = name in ("realized_pnl", "unrealized_pnl", "day_pnl", "net_exposure")
         # exactly the correctly rounded sum (fsum), not merely close to it
@@ -374,7 +374,8 @@ def test_the_aggregate_is_the_sum_of_each_accounts_latest_whatever_the_order(
     again = ScopeRiskProcessor()
     by_account = [latest[a] for a in sorted(latest)]
     ordered = of_type(run(again, by_account), "ScopeRisk")
-    assert [getattr(ordered[-1], n) for n in FIGURES] == [getattr(final, n) for n in FIGURES]
+    assert [getattr(ordered[-1], n) for n in SCOPE_FIGURES] == [
+        getattr(final, n) for n in SCOPE_FIGURES]
 
 
 @st.composite
