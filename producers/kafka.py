@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,14 +135,19 @@ def consume_ready(consumer: Consumer, num: int, timeout: float) -> list[Message]
 
 
 class IdlePause:
-    """Pauses a caught-up consumer and resumes it for one fetch every `probe_s` seconds.
+    """Pauses partitions read to their end and resumes them for one fetch every `probe_s`.
 
     For brokers that answer an empty fetch at once instead of holding it for
     fetch.wait.max.ms (the embedded one): a caught-up consumer fetches in a tight loop,
-    measured at 60% of a core in its librdkafka thread and as much again in the broker.
-    Paused, it costs one fetch round per probe, and what arrives meanwhile waits at most
-    `probe_s` longer. Pausing drops what was prefetched for those partitions; the positions
-    stay, so nothing is skipped (pause only what has been read to its end).
+    measured at 46-60% of a core in its librdkafka thread and nearly as much again in the
+    broker. Paused, it costs one fetch round per probe, and what arrives meanwhile waits at
+    most `probe_s` longer. Pausing drops what was prefetched for those partitions; librdkafka
+    resumes from the last message handed to the application, so nothing is skipped (pause
+    only what has been read to its end).
+
+    `pause` adds partitions; the probe is due `probe_s` after the first of them, and `resume`
+    resumes them all. `forget` drops partitions whose pause state is no longer this object's
+    to undo (revoked, or paused and resumed for another reason).
 
     librdkafka starts fetching a resumed partition only when its broker thread next wakes,
     up to a second later. `resume` therefore also asks the broker for one partition's
@@ -157,15 +163,32 @@ class IdlePause:
         self.paused: list[TopicPartition] = []
         self._since = 0.0
 
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        if not self.paused and partitions:
-            self.consumer.pause(partitions)
-            self.paused = list(partitions)
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        held = {(tp.topic, tp.partition) for tp in self.paused}
+        new = [tp for tp in partitions if (tp.topic, tp.partition) not in held]
+        if not new:
+            return
+        self.consumer.pause(new)
+        if not self.paused:
             self._since = time.monotonic()
+        self.paused += new
 
     @property
     def probe_due(self) -> bool:
         return bool(self.paused) and time.monotonic() - self._since >= self.probe_s
+
+    @property
+    def probe_in(self) -> float:
+        """Seconds until the next probe is due (0 when due, `probe_s` when nothing is
+        paused)."""
+        if not self.paused:
+            return self.probe_s
+        return max(0.0, self._since + self.probe_s - time.monotonic())
+
+    def forget(self, topic: str, partitions: Iterable[int]) -> None:
+        gone = set(partitions)
+        self.paused = [tp for tp in self.paused
+                       if tp.topic != topic or tp.partition not in gone]
 
     def resume(self) -> None:
         """Resume what is paused, if anything, and wake the fetcher."""

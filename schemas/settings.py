@@ -38,9 +38,9 @@ class ProfileDefaults(BaseModel):
     `producers.kafka.lower_fetcher_priority`): for brokers that answer empty fetches at once
     instead of holding them for fetch.wait.max.ms, as the embedded one does."""
     idle_probe_ms: int | None = None
-    """Pause side-table consumers once they have read everything, and look for more every
-    this many ms (`producers.kafka.IdlePause`); None: keep fetching, for brokers that hold
-    empty fetches."""
+    """Pause what a worker has read to its end (side tables, input partitions) and look for
+    more every this many ms (`producers.kafka.IdlePause`); None: keep fetching, for brokers
+    that hold empty fetches."""
     socket_timeout_ms: int
     transaction_timeout_ms: int
     message_timeout_ms: int

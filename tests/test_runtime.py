@@ -148,6 +148,38 @@ def test_caught_up_on_transactional_input(settings: Settings) -> None:
     assert_same(read_committed(settings, OUTPUTS), expected(stream))
 
 
+def test_idle_input_is_paused_and_what_trickles_in_later_is_processed_once(
+        settings: Settings) -> None:
+    """On a profile with `idle_probe_ms` (the test one) a worker pauses the input partitions
+    it has read to their end, so its fetcher stops asking an embedded broker for them in a
+    loop, and probes them. Input that then trickles in, a few events at a time with quiet
+    gaps, is all processed once: the outputs are the driver's."""
+    import time
+
+    assert settings.profile_defaults.idle_probe_ms
+    stream = make_stream(2400, symbols=12, seed=8, max_message_bytes=CAP)
+    produce_recording(settings, stream[:800])
+    processor = CountingProcessor()
+    config = WorkerConfig.from_settings(settings, processor)
+    running = Background(Worker(processor, settings, config))
+    try:
+        wait_committed(settings, config.group, "market", ends_of(stream[:800]),
+                       alive=running.alive)
+        partitions = sorted(ends_of(stream))
+        deadline = time.monotonic() + 10
+        while running.worker.idle_paused() != partitions:  # probes resume them for a moment
+            assert running.alive() and time.monotonic() < deadline, running.worker.idle_paused()
+            time.sleep(0.001)
+        for start in range(800, len(stream), 50):
+            produce_recording(settings, stream[start:start + 50])
+            time.sleep(0.03)  # quiet: the partitions are read to their end and paused again
+        wait_committed(settings, config.group, "market", ends_of(stream), alive=running.alive)
+    finally:
+        running.stop()
+    assert running.worker.metrics.events_in == len(stream)
+    assert_same(read_committed(settings, OUTPUTS), expected(stream))
+
+
 def test_at_least_once_without_crashes_equals_the_driver(make_settings: Callable[..., Settings],
                                                         ) -> None:
     settings = make_settings(max_message_bytes=CAP,
