@@ -145,9 +145,8 @@ class IdlePause:
     resumes from the last message handed to the application, so nothing is skipped (pause
     only what has been read to its end).
 
-    `pause` adds partitions; the probe is due `probe_s` after the first of them, and `resume`
-    resumes them all. `forget` drops partitions whose pause state is no longer this object's
-    to undo (revoked, or paused and resumed for another reason).
+    `forget` drops partitions whose pause state is no longer this object's to undo (revoked,
+    or paused and resumed for another reason).
 
     librdkafka starts fetching a resumed partition only when its broker thread next wakes,
     up to a second later. `resume` therefore also asks the broker for one partition's
@@ -163,15 +162,11 @@ class IdlePause:
         self.paused: list[TopicPartition] = []
         self._since = 0.0
 
-    def pause(self, partitions: Iterable[TopicPartition]) -> None:
-        held = {(tp.topic, tp.partition) for tp in self.paused}
-        new = [tp for tp in partitions if (tp.topic, tp.partition) not in held]
-        if not new:
-            return
-        self.consumer.pause(new)
-        if not self.paused:
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        if not self.paused and partitions:
+            self.consumer.pause(partitions)
+            self.paused = list(partitions)
             self._since = time.monotonic()
-        self.paused += new
 
     @property
     def probe_due(self) -> bool:

@@ -150,9 +150,9 @@ def test_caught_up_on_transactional_input(settings: Settings) -> None:
 
 def test_idle_input_is_paused_and_what_trickles_in_later_is_processed_once(
         settings: Settings) -> None:
-    """On a profile with `idle_probe_ms` (the test one) a worker pauses the input partitions
-    it has read to their end, so its fetcher stops asking an embedded broker for them in a
-    loop, and probes them. Input that then trickles in, a few events at a time with quiet
+    """On a profile with `idle_probe_ms` (the test one) a worker with nothing left to
+    process pauses its input, so its fetcher stops asking an embedded broker for more in a
+    loop, and probes it. Input that then trickles in, a few events at a time with quiet
     gaps, is all processed once: the outputs are the driver's."""
     import time
 

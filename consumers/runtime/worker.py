@@ -75,11 +75,13 @@ off) and `worker.table_idle_ms` releases everything when nothing has arrived for
 (the end of a replay). A hold longer than 20 batches pauses the input.
 
 Idle input (profile `idle_probe_ms`, for brokers that answer an empty fetch at once instead
-of holding it): an input partition read to its end is paused, and every `idle_probe_ms` the
-paused ones are resumed for one look (`producers.kafka.IdlePause`). A caught-up worker then
-costs about 15% of a core instead of 85% (its fetcher and the broker answering it), and
-input arriving at a quiet partition waits at most `idle_probe_ms` longer. Pausing and
-resuming never moves a position: librdkafka resumes after the last message it handed over.
+of holding it): once every active input partition is read to its end and a poll brought no
+input, the input is paused, and every `idle_probe_ms` it is resumed for one look
+(`producers.kafka.IdlePause`). A caught-up worker then costs about 15% of a core instead of
+85% (its fetcher and the broker answering it), and the first input after a quiet spell
+waits at most `idle_probe_ms` longer. A worker with input to process is never paused for
+this. Pausing and resuming never moves a position: librdkafka resumes after the last
+message it handed over.
 
 Outputs nobody owns (`processor.output_owner(output)` is None: firm, desk and instrument
 TradingStateChanged, audit echoes, rejections of commands and limit changes) come from
@@ -308,9 +310,12 @@ class Worker:
                     self._probe_input()
                 messages = consume_ready(consumer, self.config.batch_size,
                                          self._poll_timeout())
-                if messages:
-                    if self._input_idle is None or self._pause_ended(messages):
+                if self._input_idle is not None:
+                    if self._pause_when_idle(messages):  # not only ends of partitions
                         self._last_input = time.monotonic()
+                elif messages:
+                    self._last_input = time.monotonic()
+                if messages:
                     self._process(messages)
                 if self._checkpoint_due():
                     self._checkpoint_and_recover()
@@ -474,11 +479,13 @@ class Worker:
 
     # --- idle input (profile `idle_probe_ms`) -------------------------------------------------
 
-    def _pause_ended(self, messages: list[Message]) -> bool:
-        """Pause the active input partitions these messages show read to their end, so that
-        the fetcher does not ask the broker for them in a loop while the batch is processed
-        (a broker that answers empty fetches at once); returns whether any message is input.
-        A partition with more input than one batch never reports its end and is not paused."""
+    def _pause_when_idle(self, messages: list[Message]) -> bool:
+        """Note which input partitions these messages show read to their end; when the worker
+        is idle (no input in them, every active partition at its end) pause the input, so that
+        the fetcher does not ask the broker for more in a loop. Returns whether any message is
+        input. A worker with input to process keeps fetching as before: under load, pausing a
+        partition that is momentarily at its end would only add a probe's wait to its next
+        events."""
         at_end = self._input_at_end
         data = False
         for message in messages:  # in order: the last word on a partition wins
@@ -489,10 +496,11 @@ class Worker:
             elif error.code() == KafkaError._PARTITION_EOF:
                 at_end.add(message.partition())  # type: ignore[arg-type]
         idle = self._input_idle
-        if at_end and idle is not None and not self._hold_paused:
-            parts = self._parts
-            idle.pause(TopicPartition(self.input_full, p) for p in sorted(at_end)
-                       if (st := parts.get(p)) is not None and st.status == ACTIVE)
+        if data or idle is None or idle.paused or self._hold_paused:
+            return data
+        active = [p for p, st in self._parts.items() if st.status == ACTIVE]
+        if active and at_end.issuperset(active):
+            idle.pause([TopicPartition(self.input_full, p) for p in sorted(active)])
         return data
 
     def _probe_input(self) -> None:
