@@ -273,7 +273,7 @@ class Worker:
         self._input_idle: IdlePause | None = None
         self._input_at_end: set[int] = set()
         """Input partitions whose end was reported and nothing read since (profile
-        `idle_probe_ms`: they are paused between probes, see `_pause_ended`)."""
+        `idle_probe_ms`: once all are and a poll brings no input, see `_pause_when_idle`)."""
         self._settled = False
         """Every assigned partition restored since the last rebalance (see freeze_state)."""
 
@@ -365,7 +365,7 @@ class Worker:
                                                 f"{socket.gethostname()}-{os.getpid()}"}
         probe_ms = settings.profile_defaults.idle_probe_ms
         if probe_ms:
-            client["enable.partition.eof"] = True  # what `_pause_ended` pauses on
+            client["enable.partition.eof"] = True  # what `_pause_when_idle` goes by
         consumer = make_consumer(settings, self.config.group, read_committed=True,
                                  instance_id=self.config.instance_id, **client)
         if probe_ms:
@@ -504,8 +504,8 @@ class Worker:
         return data
 
     def _probe_input(self) -> None:
-        """Resume the idle-paused partitions for one look: each reports its end again once
-        its fetch comes back empty, and is paused again then."""
+        """Resume the idle-paused partitions for one look: they report their ends again
+        once their fetches come back empty, and the input is paused again if nothing came."""
         idle = self._input_idle
         assert idle is not None
         self._input_at_end.difference_update(tp.partition for tp in idle.paused)
