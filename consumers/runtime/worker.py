@@ -1087,7 +1087,6 @@ class Worker:
     def _drop(self, partition: int) -> None:
         """Forget a partition: its keys, its restore, its open transaction."""
         self._unhold([partition])
-        self._release_idle([partition], resume=False)
         for key in self.runner.evict_partition(partition):
             self._chunks.pop(key, None)
         self._pending.discard(partition)
