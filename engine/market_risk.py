@@ -135,6 +135,17 @@ class InstrumentState:
     next_var: dict[str, VarForecast] = field(default_factory=dict)
     next_figures: dict[str, VarFigures] = field(default_factory=dict)
 
+    def __getstate__(self) -> dict[str, object]:
+        # The forecasts are the models' own, so a snapshot leaves them out (six objects of
+        # about seventy, pickled at every checkpoint) and loading recomputes them.
+        state = self.__dict__.copy()
+        del state["next_var"], state["next_figures"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        refresh_forecasts(self)
+
 
 def refresh_forecasts(st: InstrumentState) -> None:
     st.next_var = {m: model.forecast() for m, model in st.var.items()}

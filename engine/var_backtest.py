@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
+from typing import Any
 
 from schemas.outputs import BacktestStats, Zone
 
@@ -235,6 +236,15 @@ class ExceedanceTracker:
         self._all_n = 0
         self._all_hits = 0
         self._last: bool | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        # The window as bytes: a deque of bools pickles item by item, and every snapshot of
+        # an instrument or account carries one window per VaR method.
+        return {**self.__dict__, "_bits": bytes(self._bits)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bits = deque(map(bool, state["_bits"]))
 
     def update(self, hit: bool) -> None:
         hit = bool(hit)

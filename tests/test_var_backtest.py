@@ -4,6 +4,7 @@ and properties (p-values in [0, 1], LR >= 0, zones monotone in the exception cou
 from __future__ import annotations
 
 import math
+import pickle
 import random
 
 import pytest
@@ -101,6 +102,24 @@ def test_tracker_matches_batch_on_window_and_since_start(window: int) -> None:
             assert tracker.rolling() == backtest(hits[-window:], 0.05)
             assert tracker.since_start() == backtest(hits, 0.05)
     assert tracker.rolling_zone() == backtest(hits[-window:], 0.05).zone
+
+
+@given(hits=st.lists(st.booleans(), max_size=60), cut=st.integers(0, 60),
+       window=st.integers(1, 20))
+def test_tracker_pickled_anywhere_continues_like_the_original(hits: list[bool], cut: int,
+                                                              window: int) -> None:
+    original = ExceedanceTracker(p=0.05, window=window)
+    for hit in hits[:cut]:
+        original.update(hit)
+    data = pickle.dumps(original)
+    assert isinstance(original.__getstate__()["_bits"], bytes)  # the compact window
+    copy = pickle.loads(data)
+    for hit in hits[cut:]:
+        original.update(hit)
+        copy.update(hit)
+    assert copy.rolling() == original.rolling()
+    assert copy.since_start() == original.since_start()
+    assert pickle.dumps(copy) == pickle.dumps(original)
 
 
 def test_rejects_impossible_inputs() -> None:
