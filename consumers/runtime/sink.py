@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -154,6 +156,54 @@ class _Hung(Exception):
 _ABANDONED: list[Producer] = []
 
 
+class _CallThread(threading.Thread):
+    """A daemon thread that runs one call at a time and then waits for the next."""
+
+    def __init__(self, idle: list[_CallThread], lock: threading.Lock) -> None:
+        super().__init__(name="txn", daemon=True)
+        self._calls: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = \
+            queue.SimpleQueue()
+        self._idle = idle
+        self._lock = lock
+
+    def give(self, call: Callable[[], None], finished: threading.Event) -> None:
+        self._calls.put((call, finished))
+
+    def run(self) -> None:
+        while True:
+            call, finished = self._calls.get()
+            call()
+            with self._lock:  # idle again before the caller hears of it: ready for its next
+                self._idle.append(self)
+            finished.set()
+
+
+# Threads kept between checkpoints: starting one per call per checkpoint cost more CPU than
+# the commits' own Python work. Only a thread whose call returned goes back to the idle
+# list, so one stuck in a hung librdkafka call is never handed another.
+_IDLE_THREADS: list[_CallThread] = []
+_IDLE_LOCK = threading.Lock()
+
+
+def _forget_threads() -> None:
+    """In a forked child: none of the parent's threads exist there."""
+    global _IDLE_LOCK
+    _IDLE_THREADS.clear()
+    _IDLE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_threads)
+
+
+def _call_thread() -> _CallThread:
+    with _IDLE_LOCK:
+        if _IDLE_THREADS:
+            return _IDLE_THREADS.pop()
+    thread = _CallThread(_IDLE_THREADS, _IDLE_LOCK)
+    thread.start()
+    return thread
+
+
 def run_all(calls: Mapping[int, Callable[[], T]], deadline_s: float,
             give_up: threading.Event | None = None, tick: Callable[[], None] | None = None,
             ) -> dict[int, T | BaseException]:
@@ -162,26 +212,26 @@ def run_all(calls: Mapping[int, Callable[[], T]], deadline_s: float,
     transactional calls can block past their own timeout when the broker restarts
     mid-transaction, so the worker never waits on one without a deadline."""
     results: dict[int, T | BaseException] = {}
-    threads = {}
+    done: dict[int, threading.Event] = {}
     for key, call in calls.items():
+        finished = done[key] = threading.Event()
+
         def target(key: int = key, call: Callable[[], T] = call) -> None:
             try:
                 results[key] = call()
             except BaseException as exc:  # noqa: BLE001 - handed back to the caller
                 results[key] = exc
 
-        thread = threading.Thread(target=target, name=f"txn-{key}", daemon=True)
-        thread.start()
-        threads[key] = thread
+        _call_thread().give(target, finished)
     end = time.monotonic() + deadline_s
-    for key, thread in threads.items():
-        while thread.is_alive() and time.monotonic() < end:
+    for key, finished in done.items():
+        while not finished.is_set() and time.monotonic() < end:
             if tick is not None:
                 tick()
             if give_up is not None and give_up.is_set():
                 break
-            thread.join(min(0.05, max(0.0, end - time.monotonic())))
-        if thread.is_alive():
+            finished.wait(min(0.05, max(0.0, end - time.monotonic())))
+        if not finished.is_set():
             reason = ("the broker connection was lost" if give_up is not None
                       and give_up.is_set() else f"still blocked after {deadline_s:g} s")
             results[key] = _Hung(f"transactional call abandoned: {reason}")
