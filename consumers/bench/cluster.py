@@ -60,11 +60,11 @@ def fresh_settings(base: Settings, servers: str, tag: str) -> Settings:
 
 
 def _truncatable(spec: TopicSpec) -> TopicSpec:
-    """risk.instruments as compact,delete: it grows by a record per market event and
-    `truncate` empties it between repetitions, but a broker refuses to delete records of a
-    compact-only topic (POLICY_VIOLATION). Nothing in a benchmark reads it back after the
-    repetition, and with no retention limit nothing else changes."""
-    if spec.name != "risk.instruments":
+    """risk.instruments and the changelogs as compact,delete: they grow with every event or
+    checkpoint and `truncate` empties them between repetitions, but a broker refuses to
+    delete records of a compact-only topic (POLICY_VIOLATION). Nothing in a benchmark reads
+    them back after the repetition, and with no retention limit nothing else changes."""
+    if spec.name != "risk.instruments" and not spec.name.endswith(".changelog"):
         return spec
     return replace(spec, config={**spec.config, "cleanup.policy": "compact,delete",
                                  "retention.ms": "-1"})
