@@ -180,10 +180,13 @@ class IdlePause:
             return self.probe_s
         return max(0.0, self._since + self.probe_s - time.monotonic())
 
-    def forget(self, topic: str, partitions: Iterable[int]) -> None:
+    def forget(self, topic: str, partitions: Iterable[int]) -> list[TopicPartition]:
+        """Stop tracking `partitions` of `topic`; returns those of them that were paused."""
         gone = set(partitions)
-        self.paused = [tp for tp in self.paused
-                       if tp.topic != topic or tp.partition not in gone]
+        dropped = [tp for tp in self.paused if tp.topic == topic and tp.partition in gone]
+        if dropped:
+            self.paused = [tp for tp in self.paused if tp not in dropped]
+        return dropped
 
     def resume(self) -> None:
         """Resume what is paused, if anything, and wake the fetcher."""

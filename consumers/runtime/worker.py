@@ -519,11 +519,9 @@ class Worker:
             return
         gone = set(partitions)
         self._input_at_end -= gone
-        paused = [tp for tp in idle.paused if tp.partition in gone]
-        if paused:
-            idle.forget(self.input_full, gone)
-            if resume and self._consumer is not None:
-                self._consumer.resume(paused)  # a later assignment must not start paused
+        paused = idle.forget(self.input_full, gone)
+        if paused and resume and self._consumer is not None:
+            self._consumer.resume(paused)  # a later assignment must not start paused
 
     # --- side tables --------------------------------------------------------------------------
 
