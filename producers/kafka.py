@@ -134,6 +134,23 @@ def consume_ready(consumer: Consumer, num: int, timeout: float) -> list[Message]
     return first
 
 
+def seek_when_ready(consumer: Consumer, partition: TopicPartition) -> bool:
+    """Seek an assigned partition to `partition.offset`; False if librdkafka cannot yet.
+
+    Right after an assignment librdkafka first fetches the group's committed offset, and
+    until that answer comes a seek fails with `_STATE`: a slow or just-restarted broker
+    stretches that window past a fast restore. The caller keeps the partition paused and
+    tries again; any other error is raised.
+    """
+    try:
+        consumer.seek(partition)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError._STATE:
+            return False
+        raise
+    return True
+
+
 class IdlePause:
     """Pauses partitions read to their end and resumes them for one fetch every `probe_s`.
 

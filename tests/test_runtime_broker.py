@@ -7,14 +7,17 @@ one, whatever KAFKA_BOOTSTRAP says.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from consumers.runtime import Worker, WorkerConfig
 from engine.driver import Driver, by_key
 from producers.broker import EmbeddedBroker, free_port
+from producers.kafka import make_consumer, seek_when_ready
 from producers.provision import ensure_topics
 from schemas.settings import Settings, load_settings
 from tests.processors import (
@@ -115,3 +118,39 @@ def test_a_restarted_broker_only_delays(broker: EmbeddedBroker) -> None:
     running.stop()
     assert running.worker.metrics.rebalances >= 2  # the group was rebuilt after the restart
     assert by_key(read_committed(settings, OUTPUTS)) == reference(stream)
+
+
+def test_a_seek_waits_for_the_committed_offset_fetch(broker: EmbeddedBroker) -> None:
+    """Right after an assignment librdkafka refuses a seek until the group's committed offset
+    has come back. A worker whose restore beats that answer (a restarted broker is slow to
+    give it) keeps the partition paused and seeks again: the seek reports "not yet" instead
+    of raising, and a later one lands where asked."""
+    settings = settings_for(broker)
+    topic = settings.topic("market")
+    stream = make_stream(200, symbols=4, partitions=1, seed=33)
+    produce_recording(settings, stream)
+    consumer = make_consumer(settings, "seek-test")
+    assert broker.process is not None
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
+        broker.process.send_signal(signal.SIGSTOP)  # the committed offset cannot come back
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            consumer.pause([TopicPartition(topic, 0)])
+            consumer.poll(0.2)
+            assert not seek_when_ready(consumer, TopicPartition(topic, 0, 150))
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while not seek_when_ready(consumer, TopicPartition(topic, 0, 150)):
+            assert time.monotonic() < deadline, "the partition never became seekable"
+            consumer.poll(0.05)
+        consumer.resume([TopicPartition(topic, 0)])
+        first = None
+        while first is None and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                first = message.offset()
+        assert first == 150  # not the committed offset 10
+    finally:
+        consumer.close()

@@ -35,7 +35,10 @@ Failure semantics (exactly-once, the default)
   partitions keep flowing; a partition revoked mid-restore is cancelled. A snapshot whose
   signature fails is never unpickled: its key starts cold, a RiskAlert
   SNAPSHOT_SIGNATURE_INVALID (entity_kind "worker") is published and it is counted. A
-  snapshot from another river version is refused too (the key starts cold, counted).
+  snapshot from another river version is refused too (the key starts cold, counted). A
+  restore can finish before librdkafka has fetched the partition's committed offset (a
+  restarted broker answers slowly), and until then it refuses to seek: the partition stays
+  paused and the seek is retried.
 * Committed offsets out of range (retention removed them, or the topic was recreated)
   follow `settings.worker.out_of_range_policy`: `earliest` (default) resumes at the log
   start, `latest` at its end, `fail` stops the worker with an error. Either way it is
@@ -120,6 +123,7 @@ from producers.kafka import (
     consume_ready,
     lower_fetcher_priority,
     make_consumer,
+    seek_when_ready,
 )
 from schemas.codec import DecodeError, decode, encode
 from schemas.common import Envelope, Severity
@@ -129,8 +133,12 @@ from schemas.settings import Guarantee, Settings
 
 log = logging.getLogger("streamrisk.runtime")
 
-Status = Literal["restoring", "active", "parked"]
+Status = Literal["restoring", "seeking", "active", "parked"]
 RESTORING: Status = "restoring"
+SEEKING: Status = "seeking"
+"""Restored, but its input cannot be positioned yet: right after an assignment librdkafka
+refuses a seek (`_STATE`) until it has fetched the group's committed offset, which a slow or
+restarted broker delays."""
 ACTIVE: Status = "active"
 PARKED: Status = "parked"
 SIGNATURE_ALERT = "SNAPSHOT_SIGNATURE_INVALID"
@@ -191,6 +199,9 @@ class _Partition:
     committed: int = -1
     """Position at the last successful checkpoint."""
     retry_at: float = 0.0
+    restore_started: float = 0.0
+    """`perf_counter` when its restore began (for the restore-time metric)."""
+    restored_keys: int = 0
 
 
 @dataclass(slots=True)
@@ -247,6 +258,7 @@ class Worker:
         self._parts: dict[int, _Partition] = {}
         self._parked: dict[int, _Partition] = {}
         self._pending: set[int] = set()
+        self._seeking: set[int] = set()
         self._chunks: dict[str, int] = {}
         self._stopping = False
         self._closing = False
@@ -471,7 +483,7 @@ class Worker:
                 gc.freeze()
 
     def _poll_timeout(self) -> float:
-        if self._pending or (self._restorer is not None and self._restorer.busy):
+        if self._pending or self._seeking or (self._restorer is not None and self._restorer.busy):
             return 0.01
         if self._input_idle is not None and self._input_idle.paused:
             return min(0.1, self._input_idle.probe_in)
@@ -871,6 +883,8 @@ class Worker:
             idle = not any(st.status == ACTIVE for st in self._parts.values())
             for job in restorer.poll(0.05 if idle else 0.0):
                 self._finish_restore(job)
+        if self._seeking:
+            self._retry_seeks()
         if self._table_reader is not None:
             self._table_reader.drain(self._apply_table)
         if self.join is not None:
@@ -930,17 +944,38 @@ class Worker:
                 self._signature_alert(partition, refused.key, value or b"", offset, ts)
         position = self._resume_position(partition)
         self.runner.resumed(partition, position)
+        state.position = state.committed = position
+        state.restore_started, state.restored_keys = job.started, keys
+        self._activate(partition, state)
+
+    def _activate(self, partition: int, state: _Partition) -> None:
+        """Point the paused input at the restored position and resume it; if librdkafka
+        cannot seek yet, the partition waits in SEEKING and `_retry_seeks` tries again."""
         consumer = self._consumer
         assert consumer is not None
-        tp = TopicPartition(self.input_full, partition, position)
-        consumer.seek(tp)
+        tp = TopicPartition(self.input_full, partition, state.position)
+        if not seek_when_ready(consumer, tp):
+            if state.status != SEEKING:
+                log.info("partition %s restored; its input is not seekable yet (the "
+                         "consumer is still fetching the committed offset)", partition)
+            state.status = SEEKING
+            self._seeking.add(partition)
+            return
         consumer.resume([tp])
         state.status = ACTIVE
-        state.position = state.committed = position
-        seconds = time.perf_counter() - job.started
-        log.debug("partition %s restored: %s keys from %s messages in %.3f s, resuming at %s",
-                  partition, keys, job.messages, seconds, position)
-        self.metrics.restore(seconds, partition, keys)
+        self._seeking.discard(partition)
+        seconds = time.perf_counter() - state.restore_started
+        log.debug("partition %s restored: %s keys in %.3f s, resuming at %s",
+                  partition, state.restored_keys, seconds, state.position)
+        self.metrics.restore(seconds, partition, state.restored_keys)
+
+    def _retry_seeks(self) -> None:
+        for partition in sorted(self._seeking):
+            state = self._parts.get(partition)
+            if state is None or state.status != SEEKING:  # revoked or restarted meanwhile
+                self._seeking.discard(partition)
+            else:
+                self._activate(partition, state)
 
     def _signature_alert(self, partition: int, key: str, value: bytes, offset: int,
                          timestamp_ms: int) -> None:
