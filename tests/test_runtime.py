@@ -15,12 +15,14 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import TopicPartition
 
 from consumers.runtime import Worker, WorkerConfig, WorkerError
+from consumers.runtime.sink import AtLeastOnceSink
 from engine.driver import Driver, by_key
 from engine.processor import Output
 from engine.snapshots import Snapshot, SnapshotCodec
-from producers.kafka import make_producer
+from producers.kafka import make_consumer, make_producer
 from producers.provision import ensure_topics
 from schemas.common import Envelope
 from schemas.control import LimitConfig
@@ -362,3 +364,22 @@ def test_an_assignment_change_during_a_restore(settings: Settings) -> None:
     first.stop()
     second.stop()
     assert_same(read_committed(settings, OUTPUTS), expected(stream))
+
+
+def test_a_message_for_a_given_partition_lands_there(settings: Settings) -> None:
+    """Snapshots and replay marks go to the changelog partition of their input partition,
+    whatever their key hashes to (one key here, sent to all eight partitions)."""
+    sink = AtLeastOnceSink(settings)
+    topic = settings.topic("market-worker.changelog")
+    for target in range(8):
+        sink.produce(target, topic, "one-key", str(target).encode(), target)
+    sink.produce(0, topic, "one-key", b"by key")
+    sink.flush_outputs()
+    sink.close_all()
+    consumer = make_consumer(settings, None)
+    try:
+        ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+                for p in range(8)]
+    finally:
+        consumer.close()
+    assert sorted(ends) == [1] * 7 + [2]  # one each, and the keyed one where its key hashes

@@ -92,12 +92,15 @@ def _produce(producer: Producer, topic: str, value: bytes | None, key: str | byt
 
 
 class _Buffered:
-    """Outputs are buffered per (input partition, topic) and handed to librdkafka with one
-    `produce_batch` call per buffer at the end of each consumed batch: a produce call per
-    message costs several times more (lock traffic and wake-ups of the producer threads)."""
+    """Outputs are buffered per (input partition, topic, target partition) and handed to
+    librdkafka with one `produce_batch` call per buffer at the end of each consumed batch: a
+    produce call per message costs several times more (lock traffic and wake-ups of the
+    producer threads). The target partition is the batch's, not the message's:
+    confluent-kafka 2.16's `produce_batch` ignores a per-message `partition` and places
+    each message by its key."""
 
     def __init__(self) -> None:
-        self._buffers: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        self._buffers: dict[int, dict[tuple[str, int], list[dict[str, Any]]]] = {}
         self.touched: set[int] = set()
         self.send_failures: dict[int, SinkError] = {}
         """Partitions whose producer refused messages (fenced, fatal): reported by the next
@@ -116,28 +119,25 @@ class _Buffered:
         topics = self._buffers.get(partition)
         if topics is None:
             topics = self._buffers[partition] = {}
-        buffer = topics.get(topic)
+        buffer = topics.get((topic, target))
         if buffer is None:
-            buffer = topics[topic] = []
-        if target < 0:
-            buffer.append({"value": value, "key": key})
-        else:
-            buffer.append({"value": value, "key": key, "partition": target})
+            buffer = topics[(topic, target)] = []
+        buffer.append({"value": value, "key": key})
 
     def send(self) -> None:
         """Hand every buffered message to librdkafka."""
         for partition, topics in self._buffers.items():
             producer = None
-            for topic, buffer in topics.items():
+            for (topic, target), buffer in topics.items():
                 if not buffer:
                     continue
                 producer = producer or self._producer_for(partition)
                 try:
-                    producer.produce_batch(topic, buffer)
+                    producer.produce_batch(topic, buffer, partition=target)
                     for message in buffer:
                         if "_error" in message:  # queue full: let it drain, one by one
                             _produce(producer, topic, message["value"], message["key"],
-                                     message.get("partition", -1))
+                                     target)
                 except KafkaException as exc:
                     self.send_failures.setdefault(partition, self._classify(partition, exc))
                 buffer.clear()
