@@ -98,13 +98,14 @@ def wait_ready(settings: Settings, procs: Sequence[WorkerProcess], group: str) -
 
 
 def processed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
-    """Every process has handled its share of `total` events and committed its last batch
-    started after `since`."""
+    """Every process has handled its share of `total` events, committed its last batch
+    started after `since` and snapshotted the keys it changed: the next step empties the
+    topics or freezes the process, which must not meet a transaction still open."""
     if sum(p.read().events for p in procs) < total:
         return False
     for p in procs:
         batches = [b for b in p.stats.batches if b.t0 >= since]
-        if batches and p.stats.committed_after(batches[-1].t1) is None:
+        if batches and p.stats.saved_after(batches[-1].t1) is None:
             return False
     return True
 

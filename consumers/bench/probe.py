@@ -141,3 +141,11 @@ class StatsFile:
             if span.t0 >= t:
                 return span
         return None
+
+    def saved_after(self, t: float) -> Span | None:
+        """The first checkpoint started at or after `t` that snapshotted keys (snapshots
+        follow offsets by up to `worker.snapshot_interval_ms`)."""
+        for span in self.checkpoints:
+            if span.t0 >= t and span.keys:
+                return span
+        return None
