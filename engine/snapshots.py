@@ -89,6 +89,25 @@ class Snapshot:
             object.__setattr__(self, "river_version", river_version())
 
 
+REPLAY_MARK = "\x00replay-from"
+"""Reserved changelog key, one per partition: the input position every snapshot in the
+partition is current with. Keys are snapshotted less often than offsets are committed, so a
+restore replays the input from this mark up to the committed offset."""
+
+
+def replay_mark(partition: int, position: int) -> Snapshot:
+    """The mark saying every key of `partition` holds exactly the input before `position`.
+
+    >>> codec = SnapshotCodec(b"secret", worker="w", max_message_bytes=4096)
+    >>> [(key, value)] = codec.encode(replay_mark(3, 1200))
+    >>> restored, _ = codec.assemble({key: value}, partition=3)
+    >>> restored[REPLAY_MARK].source_offset
+    1200
+    """
+    return Snapshot(key=REPLAY_MARK, state=None, dedup=b"", source_offset=position,
+                    partition=partition)
+
+
 @dataclass(frozen=True)
 class Rejected:
     """A key whose changelog entry was refused; the key starts cold."""

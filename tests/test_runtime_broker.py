@@ -48,8 +48,12 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 
 def settings_for(broker: EmbeddedBroker) -> Settings:
+    # Snapshots at every checkpoint: a worker that has committed everything then writes
+    # nothing more, so "restart between checkpoints" below holds (with the default interval
+    # it still writes the deferred snapshot up to a second later).
     s = load_settings(None, bootstrap_servers=broker.bootstrap, topic_prefix="stall.",
-                      profile="test", worker={"commit_interval_ms": 200})
+                      profile="test",
+                      worker={"commit_interval_ms": 200, "snapshot_interval_ms": 0})
     ensure_topics(s, runtime_specs())
     return s
 

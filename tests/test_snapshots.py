@@ -8,11 +8,13 @@ from hypothesis import strategies as st
 
 from engine.snapshots import (
     MAC_SIZE,
+    REPLAY_MARK,
     Snapshot,
     SnapshotCodec,
     SnapshotError,
     chunk_key,
     entity_of,
+    replay_mark,
 )
 
 SECRET = b"test-secret"
@@ -127,3 +129,18 @@ def test_chunk_key_round_trip_and_empty_secret() -> None:
         SnapshotCodec(b"", worker="w", max_message_bytes=4096)
     with pytest.raises(ValueError):
         codec(600).chunk_capacity("k")
+
+
+@given(position=st.integers(0, 10**12), partition=st.integers(0, 63))
+def test_a_replay_mark_is_one_signed_message_of_its_partition(position: int,
+                                                              partition: int) -> None:
+    c = codec()
+    [(key, value)] = c.encode(replay_mark(partition, position))
+    assert key == REPLAY_MARK and entity_of(key) == (REPLAY_MARK, 0)
+    restored, rejected = c.assemble({key: value, "AAPL": None}, partition)
+    assert not rejected and restored["AAPL"] is None
+    mark = restored[REPLAY_MARK]
+    assert mark is not None and mark.source_offset == position and mark.state is None
+    # a mark moved to another partition would replay the wrong input: refused
+    _, moved = c.assemble({key: value}, partition + 1)
+    assert [r.kind for r in moved] == ["signature"]

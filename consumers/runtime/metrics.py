@@ -77,6 +77,9 @@ class RuntimeMetrics(MetricsHooks):
     restores: int = 0
     restore_seconds: float = 0.0
     restored_keys: int = 0
+    replayed_events: int = 0
+    """Input processed again after a restore, from the partition's replay mark up to its
+    committed offset, to bring the keys' state forward (outputs dropped: already published)."""
     snapshots_rejected: Counter[str] = field(default_factory=Counter)
     recoveries: Counter[str] = field(default_factory=Counter)
     rebalances: int = 0

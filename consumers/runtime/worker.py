@@ -11,17 +11,28 @@ Failure semantics (exactly-once, the default)
 ---------------------------------------------
 * A checkpoint of input partition p is ONE Kafka transaction holding: every output and dead
   letter caused by p's events since the previous checkpoint (produced inside the open
-  transaction as the events are processed), a signed snapshot of every key of p that
-  changed (to `<prefix><worker>.changelog`, partition p, tagged with the source offset and
-  the river version; `engine.snapshots`), and p's next input offset
+  transaction as the events are processed) and p's next input offset
   (`send_offsets_to_transaction`). Readers of outputs read committed, so they see all of a
   checkpoint or nothing of it. Each partition has its own transactional producer (see
   `consumers.runtime.sink`): whoever owns p next fences the previous owner.
+* State is snapshotted less often than that (`snapshot_interval_ms`, 1 s by default):
+  pickling every changed key at every 20 ms checkpoint cost more than the events
+  themselves. At the first checkpoint after the interval, the transaction also holds a
+  signed snapshot of every key of p changed since the last one (to
+  `<prefix><worker>.changelog`, partition p, tagged with the source offset and the river
+  version; `engine.snapshots`) and p's replay mark: the input position all of p's
+  snapshots are current with. Revokes and graceful stops always snapshot. Workers with
+  side tables snapshot at every checkpoint (a table event changes keys, and replaying the
+  input would not repeat it).
 * Crash (kill -9) at any moment: the open transactions are aborted when the partitions'
   next owner (another worker, or this one restarted) initialises their producers; it then
-  rebuilds p's state from the changelog and resumes from p's committed offset. Events after
-  the checkpoint are processed again, against the state of the checkpoint: nothing lost,
-  nothing duplicated for read-committed readers.
+  rebuilds p's state from the changelog, processes p's input again from the replay mark up
+  to the committed offset with those outputs dropped (they were published; processing is
+  deterministic, so the state comes out as it was), and goes on from the committed offset.
+  Events after the checkpoint are processed again, against the state of the checkpoint:
+  nothing lost, nothing duplicated for read-committed readers. If retention has removed
+  input after the mark, the replay cannot happen: counted
+  (`recoveries["replay_unavailable"]`) and logged, the state misses those events.
 * Rebalance, revoked partitions: the checkpoint in flight is COMMITTED (we still own the
   partitions inside the revoke callback, so this is safe, and it saves the next owner the
   work); if that commit fails, the transaction is aborted instead and the partitions' keys
@@ -114,7 +125,7 @@ from consumers.runtime.sink import AtLeastOnceSink, SinkError, TransactionalSink
 from consumers.runtime.tables import TableReader
 from engine.driver import Emitted, EventRunner, input_topic_of, tables_of
 from engine.processor import Output, Processor
-from engine.snapshots import SnapshotCodec, chunk_key
+from engine.snapshots import REPLAY_MARK, SnapshotCodec, chunk_key, replay_mark
 from engine.temporal_join import TableJoin
 from producers.kafka import (
     BrokerUnreachable,
@@ -162,6 +173,9 @@ class WorkerConfig:
     guarantee: Guarantee = "exactly-once"
     commit_interval_ms: int = 500
     commit_interval_events: int = 5000
+    snapshot_interval_ms: int = 1000
+    """Changed keys are snapshotted at the first checkpoint this long after the previous
+    snapshot (0: at every checkpoint); a restore replays the input in between."""
     batch_size: int = 500
     dedup_per_key: int = 256
     out_of_range_policy: Literal["earliest", "latest", "fail"] = "earliest"
@@ -185,7 +199,8 @@ class WorkerConfig:
             "group": group or f"{settings.topic_prefix}{processor.name}",
             "input_topic": input_topic_of(processor), "guarantee": w.guarantee,
             "commit_interval_ms": w.commit_interval_ms,
-            "commit_interval_events": w.commit_interval_events, "batch_size": w.batch_size,
+            "commit_interval_events": w.commit_interval_events,
+            "snapshot_interval_ms": w.snapshot_interval_ms, "batch_size": w.batch_size,
             "dedup_per_key": w.dedup_per_key, "out_of_range_policy": w.out_of_range_policy}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -202,6 +217,11 @@ class _Partition:
     restore_started: float = 0.0
     """`perf_counter` when its restore began (for the restore-time metric)."""
     restored_keys: int = 0
+    replay_until: int = -1
+    """Input before this offset was published before the restore: it is processed again
+    only to rebuild the state, and its outputs are dropped."""
+    marked: int = -1
+    """Position in the partition's latest committed replay mark (-1: none yet)."""
 
 
 @dataclass(slots=True)
@@ -255,6 +275,11 @@ class Worker:
         self.input_full = settings.topic(self.config.input_topic)
         self.changelog_full = settings.topic(f"{processor.name}.changelog")
         self._tables = tables_of(processor)
+        # Table events change keys outside the input, and a replay of the input would not
+        # repeat them: such workers snapshot every change at every checkpoint.
+        self._snapshot_every_s = (0.0 if self._tables
+                                  else self.config.snapshot_interval_ms / 1000)
+        self._last_snapshot = time.monotonic()
         self._parts: dict[int, _Partition] = {}
         self._parked: dict[int, _Partition] = {}
         self._pending: set[int] = set()
@@ -421,6 +446,10 @@ class Worker:
         for message, partition, state, offset in self._fresh(messages):
             emitted = handle(partition, offset, message.key(), message.value(),
                              message.timestamp()[1])
+            if offset < state.replay_until:  # published before the restore
+                self.metrics.replayed_events += 1
+                state.position = offset + 1
+                continue
             for out in emitted:
                 produce(partition, names[out.topic], out.key, out.value)
                 counts[out.topic] = counts.get(out.topic, 0) + 1
@@ -655,6 +684,10 @@ class Worker:
                 continue
             emitted = runner.handle(held.partition, held.offset, held.key, held.value,
                                     held.timestamp_ms, held.event)
+            if held.offset < state.replay_until:  # published before the restore
+                self.metrics.replayed_events += 1
+                state.position = held.offset + 1
+                continue
             for out in emitted:
                 sink.produce(held.partition, names[out.topic], out.key, out.value)
                 counts[out.topic] = counts.get(out.topic, 0) + 1
@@ -709,7 +742,8 @@ class Worker:
 
     def _checkpoint_and_recover(self, final: bool = False) -> None:
         active = [p for p, st in self._parts.items() if st.status == ACTIVE]
-        failures = self._checkpoint(active)
+        # a last snapshot spares whoever restores these partitions next a replay
+        failures = self._checkpoint(active, snapshot=final)
         if (failures and not final and isinstance(self._sink, TransactionalSink)
                 and self._sink.broker_lost.is_set()):
             self._broker_lost()
@@ -726,21 +760,39 @@ class Worker:
                                   f"{count} times in a row: {error.reason}")
             self._rewind(partition, error)
 
-    def _checkpoint(self, partitions: list[int]) -> dict[int, SinkError]:
-        """Snapshot the dirty keys of `partitions` and commit them with their offsets."""
+    def _checkpoint(self, partitions: list[int], *, snapshot: bool = False,
+                    ) -> dict[int, SinkError]:
+        """Commit the outputs and input offsets of `partitions`; when `snapshot` is asked for
+        or `snapshot_interval_ms` has passed, with a snapshot of their dirty keys and a
+        replay mark at their position."""
+        now = time.monotonic()
         self._events_since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = now
         sink, consumer = self._sink, self._consumer
         assert sink is not None and consumer is not None
         start = time.perf_counter()
         wanted = set(partitions)
-        dirty = self.runner.take_dirty()
+        parts = self._parts
+        # A partition without a committed replay mark snapshots before its offsets move on
+        # (its changelog is as of its committed offset: written before marks existed, or
+        # nothing yet).
+        snapshot = (snapshot or now - self._last_snapshot >= self._snapshot_every_s
+                    or any(parts[p].marked < 0 for p in partitions))
+        # A partition still replaying after a restore writes no snapshot (its state is
+        # behind what it published): its keys wait for the first round after the replay.
+        snapping = {p for p in partitions
+                    if snapshot and parts[p].position >= parts[p].replay_until}
+        if snapping:
+            self._last_snapshot = now
+            dirty = self.runner.take_dirty()
+        else:
+            dirty = set()
         by_partition: dict[int, list[str]] = {}
         leftover = set()
         key_partition = self.runner.key_partition
         for key in dirty:
             partition = key_partition.get(key)
-            if partition in wanted:
+            if partition in snapping:
                 by_partition.setdefault(partition, []).append(key)
             elif partition is not None:
                 leftover.add(key)
@@ -756,16 +808,23 @@ class Worker:
                 keys += self._write_snapshot(partition, key)
         offsets = {}
         for partition in partitions:
-            state = self._parts[partition]
-            if state.position >= 0 and (state.position != state.committed
-                                        or partition in by_partition):
+            state = parts[partition]
+            if partition in snapping and state.position >= 0 and state.position != state.marked:
+                [(_, mark)] = self.codec.encode(replay_mark(partition, state.position))
+                sink.produce(partition, self.changelog_full, REPLAY_MARK, mark, partition)
+            # (a partition replaying after a restore is behind its committed offset)
+            if state.position >= 0 and (state.position > state.committed
+                                        or (partition in by_partition
+                                            and state.position == state.committed)):
                 offsets[partition] = [TopicPartition(self.input_full, partition,
                                                      state.position)]
         failures = sink.commit(offsets, consumer)
         for partition in partitions:
             if partition not in failures:
-                state = self._parts[partition]
-                state.committed = state.position
+                state = parts[partition]
+                state.committed = max(state.committed, state.position)
+                if partition in snapping:
+                    state.marked = state.position
         self._flush_counts()
         self.metrics.checkpoint(time.perf_counter() - start, len(offsets), keys)
         self._sample_lag(partitions)
@@ -820,7 +879,7 @@ class Worker:
         quiet = (time.monotonic() - self._last_input >= CAUGHT_UP_QUIET_S
                  and (self.join is None or len(self.join) == 0))
         for partition, state in self._parts.items():
-            if state.status != ACTIVE:
+            if state.status != ACTIVE or state.position < state.replay_until:
                 return False
             _, high = consumer.get_watermark_offsets(
                 TopicPartition(self.input_full, partition), 5.0, cached=False)
@@ -930,6 +989,7 @@ class Worker:
         if state is None or state.status != RESTORING:
             return
         restored, rejected = self.codec.assemble(job.values(), partition)
+        mark = restored.pop(REPLAY_MARK, None)
         keys = 0
         for snap in restored.values():
             if snap is not None:
@@ -942,9 +1002,23 @@ class Worker:
             if refused.kind == "signature":
                 value, offset, ts = job.latest.get(refused.message_key, (None, -1, 0))
                 self._signature_alert(partition, refused.key, value or b"", offset, ts)
-        position = self._resume_position(partition)
-        self.runner.resumed(partition, position)
-        state.position = state.committed = position
+        position, low = self._resume_position(partition)
+        replay_from = position
+        if mark is not None and mark.source_offset < position:
+            if mark.source_offset >= low:
+                replay_from = mark.source_offset
+                log.info("partition %s: replaying input %s..%s to bring its state up to the "
+                         "committed offset", partition, replay_from, position)
+            else:
+                self.metrics.recovery("replay_unavailable")
+                log.warning("partition %s: its snapshots are as of input offset %s, which "
+                            "retention has removed (the log starts at %s): events up to %s "
+                            "are missing from its state", partition, mark.source_offset, low,
+                            position)
+        self.runner.resumed(partition, replay_from)
+        state.position = replay_from
+        state.marked = -1 if mark is None else replay_from
+        state.committed = state.replay_until = position
         state.restore_started, state.restored_keys = job.started, keys
         self._activate(partition, state)
 
@@ -1000,8 +1074,9 @@ class Worker:
         if self.metrics.wants_outputs:
             self.metrics.outputs(((RiskAlert.TOPIC, self.processor.name, value),))
 
-    def _resume_position(self, partition: int) -> int:
-        """The committed offset, or where the out-of-range policy says to start."""
+    def _resume_position(self, partition: int) -> tuple[int, int]:
+        """The committed offset, or where the out-of-range policy says to start; and the
+        partition's log start."""
         consumer = self._consumer
         assert consumer is not None
         tp = TopicPartition(self.input_full, partition)
@@ -1013,9 +1088,9 @@ class Worker:
                              patience)
         policy = self.config.out_of_range_policy
         if committed < 0:  # a new group
-            return high if policy == "latest" else max(low, 0)
+            return (high if policy == "latest" else max(low, 0)), low
         if low <= committed <= high:
-            return int(committed)
+            return int(committed), low
         self.metrics.recovery("offset_out_of_range")
         if policy == "fail":
             raise WorkerError(f"committed offset {committed} of {self.input_full}[{partition}] "
@@ -1024,7 +1099,7 @@ class Worker:
         log.warning("committed offset %s of %s[%s] is outside [%s, %s]: resuming at the %s",
                     committed, self.input_full, partition, low, high,
                     "start" if policy == "earliest" else "end")
-        return int(low if policy == "earliest" else high)
+        return int(low if policy == "earliest" else high), low
 
     # --- rebalance callbacks (run inside consumer.consume) ------------------------------------
 
@@ -1076,7 +1151,7 @@ class Worker:
         failures: dict[int, SinkError] = {}
         if active and not self._failed:
             try:
-                failures = self._checkpoint(active)
+                failures = self._checkpoint(active, snapshot=True)
             except Exception as exc:  # noqa: BLE001 - a revoke must always hand over
                 log.warning("checkpoint on revoke failed: %s", exc)
                 failures = {p: SinkError("abort", str(exc)) for p in active}
