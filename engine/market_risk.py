@@ -137,7 +137,7 @@ class InstrumentState:
 
     def __getstate__(self) -> dict[str, object]:
         # The forecasts are the models' own, so a snapshot leaves them out (six objects of
-        # about seventy, pickled at every checkpoint) and loading recomputes them.
+        # about seventy, pickled at every snapshot) and loading recomputes them.
         state = self.__dict__.copy()
         del state["next_var"], state["next_figures"]
         return state

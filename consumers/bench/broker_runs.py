@@ -55,7 +55,8 @@ MARKET_STREAMS = ("market", "risk.instruments", "risk.model-health",
 """What a market worker's input, outputs and changelog grow by: deleted once committed
 (`cluster.truncate`). risk.instruments is compacted, but the embedded broker had not
 compacted any of it after a repetition: 15.6 MB for 15,000 events. The changelog grows by
-every dirty key's snapshot at every checkpoint (about 6 MB per repetition of each group);
+every dirty key's snapshot at every snapshot round (about 6 MB per repetition of each group
+when that was every checkpoint);
 kept, it made the broker's autosave cost grow from repetition to repetition (24 to 68 µs
 of broker CPU per event over six), and the two-worker runs, which have no core to spare,
 slowed the most. Nothing in these steps restores from it: the workers keep their state in
@@ -105,7 +106,7 @@ def processed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
         return False
     for p in procs:
         batches = [b for b in p.stats.batches if b.t0 >= since]
-        if batches and p.stats.saved_after(batches[-1].t1) is None:
+        if batches and p.stats.committed_after(batches[-1].t1, with_keys=True) is None:
             return False
     return True
 

@@ -135,17 +135,11 @@ class StatsFile:
             held = max(0, held - revoked) + assigned
         return held
 
-    def committed_after(self, t: float) -> Span | None:
-        """The first checkpoint that started at or after `t`."""
+    def committed_after(self, t: float, *, with_keys: bool = False) -> Span | None:
+        """The first checkpoint that started at or after `t`; `with_keys`: the first that
+        also snapshotted keys (snapshots follow offsets by up to
+        `worker.snapshot_interval_ms`)."""
         for span in self.checkpoints:
-            if span.t0 >= t:
-                return span
-        return None
-
-    def saved_after(self, t: float) -> Span | None:
-        """The first checkpoint started at or after `t` that snapshotted keys (snapshots
-        follow offsets by up to `worker.snapshot_interval_ms`)."""
-        for span in self.checkpoints:
-            if span.t0 >= t and span.keys:
+            if span.t0 >= t and (span.keys or not with_keys):
                 return span
         return None

@@ -446,9 +446,8 @@ class Worker:
         for message, partition, state, offset in self._fresh(messages):
             emitted = handle(partition, offset, message.key(), message.value(),
                              message.timestamp()[1])
-            if offset < state.replay_until:  # published before the restore
-                self.metrics.replayed_events += 1
-                state.position = offset + 1
+            if offset < state.replay_until:
+                self._replayed(state, offset)
                 continue
             for out in emitted:
                 produce(partition, names[out.topic], out.key, out.value)
@@ -462,6 +461,12 @@ class Worker:
         self.metrics.batch(handled, time.perf_counter() - start)
         if seen:
             self.metrics.outputs(seen)
+
+    def _replayed(self, state: _Partition, offset: int) -> None:
+        """Input published before its partition's restore, processed again only to rebuild
+        the state: its outputs are dropped and only its position counts."""
+        self.metrics.replayed_events += 1
+        state.position = offset + 1
 
     def _fresh(self, messages: list[Message]) -> Iterator[tuple[Message, int, _Partition, int]]:
         """The messages still to process, with their partition, its state and their offset:
@@ -684,9 +689,8 @@ class Worker:
                 continue
             emitted = runner.handle(held.partition, held.offset, held.key, held.value,
                                     held.timestamp_ms, held.event)
-            if held.offset < state.replay_until:  # published before the restore
-                self.metrics.replayed_events += 1
-                state.position = held.offset + 1
+            if held.offset < state.replay_until:
+                self._replayed(state, held.offset)
                 continue
             for out in emitted:
                 sink.produce(held.partition, names[out.topic], out.key, out.value)
@@ -780,8 +784,8 @@ class Worker:
                     or any(parts[p].marked < 0 for p in partitions))
         # A partition still replaying after a restore writes no snapshot (its state is
         # behind what it published): its keys wait for the first round after the replay.
-        snapping = {p for p in partitions
-                    if snapshot and parts[p].position >= parts[p].replay_until}
+        snapping = ({p for p in partitions if parts[p].position >= parts[p].replay_until}
+                    if snapshot else set())
         if snapping:
             self._last_snapshot = now
             dirty = self.runner.take_dirty()
