@@ -60,7 +60,12 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.registry import Collector
 
@@ -130,8 +135,9 @@ def _le(bound: float) -> str:
 
 
 class _ScrapeTime(Collector):
-    """Series computed when scraped: lag per partition (from the runtime's samples) and the
-    two latency histograms the listener fills in bulk."""
+    """Series computed when scraped: lag per partition (from the runtime's samples), the
+    runtime's recovery and replay totals, and the two latency histograms the listener fills
+    in bulk."""
 
     def __init__(self, runtime: RuntimeMetrics, worker: str, topic: str,
                  processing: _WeightedHistogram, decisions: _WeightedHistogram) -> None:
@@ -150,6 +156,19 @@ class _ScrapeTime(Collector):
         for partition, value in sorted(dict(self.runtime.lag_by_partition).items()):
             lag.add_metric([self.worker, self.topic, str(partition)], float(value))
         yield lag
+        recoveries = CounterMetricFamily(
+            f"{PREFIX}recoveries", "Partitions sent back to their last checkpoint, or "
+            "restored without their replay, by reason (SinkError kind, broker_lost, "
+            "offset_out_of_range, replay_unavailable).", labels=["worker", "reason"])
+        for reason, count in sorted(dict(self.runtime.recoveries).items()):
+            recoveries.add_metric([self.worker, reason], float(count))
+        yield recoveries
+        replayed = CounterMetricFamily(
+            f"{PREFIX}replayed_events", "Input processed again after a restore, from the "
+            "partition's replay mark up to its committed offset (outputs dropped).",
+            labels=["worker"])
+        replayed.add_metric([self.worker], float(self.runtime.replayed_events))
+        yield replayed
         yield self.processing.family(f"{PREFIX}processing_latency_seconds",
                                      "Engine time per input event (batch means).",
                                      {"worker": self.worker})

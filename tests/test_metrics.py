@@ -152,6 +152,19 @@ def test_checkpoint_and_restore_histograms_skip_idle_checkpoints(
     assert get(prom, "streamrisk_restore_duration_seconds_bucket", le="2.5") == 1
 
 
+def test_recoveries_by_reason_and_replayed_events_are_counters(
+        runtime: RuntimeMetrics, prom: PrometheusMetrics) -> None:
+    assert get(prom, "streamrisk_replayed_events_total") == 0
+    assert get(prom, "streamrisk_recoveries_total", reason="abort") is None
+    runtime.recovery("abort")
+    runtime.recovery("abort")
+    runtime.recovery("replay_unavailable")
+    runtime.replayed_events += 120  # the worker counts replays itself, no hook
+    assert get(prom, "streamrisk_recoveries_total", reason="abort") == 2
+    assert get(prom, "streamrisk_recoveries_total", reason="replay_unavailable") == 1
+    assert get(prom, "streamrisk_replayed_events_total") == 120
+
+
 def test_partitions_and_lag_follow_the_assignment(runtime: RuntimeMetrics,
                                                   prom: PrometheusMetrics) -> None:
     runtime.rebalance(8, 0)
@@ -258,6 +271,7 @@ def test_exposition_has_every_documented_metric_with_its_labels(
     runtime.checkpoint(0.01, 1, 1)
     runtime.restore(0.1, 0, 1)
     runtime.snapshot_rejected("signature")
+    runtime.recovery("broker_lost")
     runtime.outputs([("risk.alerts", "AAPL", alert("VOL_SPIKE", Severity.WARNING)),
                      ("risk.decisions", "A1", decision(Decision.DENY, 5000)),
                      ("risk.model-health", "m",
