@@ -8,8 +8,9 @@ import sys
 import pytest
 from confluent_kafka import Consumer
 
-from producers.kafka import lower_fetcher_priority
-from schemas.settings import PROFILES
+import producers.kafka
+from producers.kafka import IDLE_PAUSE_MIN_LIBRDKAFKA, idle_probe_s, lower_fetcher_priority
+from schemas.settings import PROFILES, Settings
 
 
 def _threads() -> dict[int, tuple[str, int]]:
@@ -47,3 +48,34 @@ def test_only_profiles_for_the_embedded_broker_lower_priorities() -> None:
     assert PROFILES["embedded"].lower_fetcher_priority
     assert PROFILES["test"].lower_fetcher_priority
     assert not PROFILES["production"].lower_fetcher_priority
+
+
+def _librdkafka(monkeypatch: pytest.MonkeyPatch, major: int, minor: int) -> None:
+    """librdkafka's version as `confluent_kafka.libversion()` reports it (0xMMmmrrxx)."""
+    number = (major << 24) | (minor << 16) | (1 << 8) | 0xFF
+    monkeypatch.setattr(producers.kafka, "libversion",
+                        lambda: (f"{major}.{minor}.1", number))
+
+
+def test_idle_pausing_follows_the_profile_on_a_recent_librdkafka(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _librdkafka(monkeypatch, *IDLE_PAUSE_MIN_LIBRDKAFKA)
+    assert idle_probe_s(Settings(profile="embedded")) == pytest.approx(
+        PROFILES["embedded"].idle_probe_ms / 1000)  # type: ignore[operator]
+    assert idle_probe_s(Settings(profile="production")) is None  # real Kafka holds fetches
+
+
+def test_an_older_librdkafka_never_pauses_idle_input(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(producers.kafka, "_old_client_warned", False)
+    _librdkafka(monkeypatch, 2, 12)
+    with caplog.at_level("WARNING", logger="streamrisk.kafka"):
+        assert idle_probe_s(Settings(profile="embedded")) is None
+        assert idle_probe_s(Settings(profile="test")) is None
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "2.12.1 is older than 2.16" in warnings[0]
+
+
+def test_the_installed_librdkafka_may_pause() -> None:
+    """The suite runs the pausing path: the confluent-kafka it installs is recent enough."""
+    assert idle_probe_s(Settings(profile="test")) is not None

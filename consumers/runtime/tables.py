@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from producers.kafka import IdlePause, make_consumer
+from producers.kafka import IdlePause, idle_probe_s, make_consumer
 from schemas.settings import Settings
 
 log = logging.getLogger("streamrisk.runtime")
@@ -52,8 +52,8 @@ class TableReader:
         # per partition, the next offset to apply: a message before it is a repeat
         self._next: dict[tuple[str, int], int] = {}
         self.repeats_skipped = 0
-        probe_ms = settings.profile_defaults.idle_probe_ms
-        self._idle = IdlePause(self._consumer, probe_ms / 1000) if probe_ms else None
+        probe_s = idle_probe_s(settings)
+        self._idle = IdlePause(self._consumer, probe_s) if probe_s else None
 
     @property
     def current(self) -> bool:

@@ -95,7 +95,8 @@ input, the input is paused, and every `idle_probe_ms` it is resumed for one look
 85% (its fetcher and the broker answering it), and the first input after a quiet spell
 waits at most `idle_probe_ms` longer. A worker with input to process is never paused for
 this. Pausing and resuming never moves a position: librdkafka resumes after the last
-message it handed over.
+message it handed over (from librdkafka 2.16 on; older versions are never paused, see
+`producers.kafka.IDLE_PAUSE_MIN_LIBRDKAFKA`).
 
 Outputs nobody owns (`processor.output_owner(output)` is None: firm, desk and instrument
 TradingStateChanged, audit echoes, rejections of commands and limit changes) come from
@@ -132,6 +133,7 @@ from producers.kafka import (
     IdlePause,
     check_reachable,
     consume_ready,
+    idle_probe_s,
     lower_fetcher_priority,
     make_consumer,
     seek_when_ready,
@@ -400,13 +402,13 @@ class Worker:
                 self._bootstrapping = False
         client: dict[str, Any] = {"client.id": f"{settings.client_id}-{self.processor.name}-"
                                                 f"{socket.gethostname()}-{os.getpid()}"}
-        probe_ms = settings.profile_defaults.idle_probe_ms
-        if probe_ms:
+        probe_s = idle_probe_s(settings)
+        if probe_s:
             client["enable.partition.eof"] = True  # what `_pause_when_idle` goes by
         consumer = make_consumer(settings, self.config.group, read_committed=True,
                                  instance_id=self.config.instance_id, **client)
-        if probe_ms:
-            self._input_idle = IdlePause(consumer, probe_ms / 1000)
+        if probe_s:
+            self._input_idle = IdlePause(consumer, probe_s)
         consumer.subscribe([self.input_full], on_assign=self._on_assign,
                            on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._consumer = consumer
