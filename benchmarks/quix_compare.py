@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -126,18 +127,17 @@ def run_quix_app(servers: str, prefix: str, profile: str, stats_path: str,
                for short in ("risk.instruments", "risk.alerts", "risk.model-health",
                              "dlq")}
     runner = runner_for(build_processor("market", settings), settings)
-    firsts = {warmup + k * rep + 1 for k in range(10_000)}
-    lasts = {warmup} | {warmup + k * rep for k in range(1, 10_000)}
     count = 0
 
     def handle(value: bytes, key: str, timestamp: int, headers: Any) -> list[Emitted]:
         nonlocal count
         count += 1
-        if count in firsts:
+        into_rep = count - warmup  # 1 for the first event of a repetition, `rep` the last
+        if into_rep > 0 and into_rep % rep == 1:
             note("first", time.perf_counter())
         ctx = message_context()
         emitted = runner.handle(ctx.partition, ctx.offset, key, value)
-        if count in lasts:
+        if into_rep == 0 or (into_rep > 0 and into_rep % rep == 0):
             note("last", time.perf_counter())
         return emitted
 
@@ -212,11 +212,11 @@ class QuixProcess:
 
     def freeze(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(19)  # SIGSTOP
+            self.process.send_signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(18)  # SIGCONT
+            self.process.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
         self.thaw()
