@@ -186,9 +186,11 @@ def idle_probe_s(settings: Settings) -> float | None:
     if (major, minor) < IDLE_PAUSE_MIN_LIBRDKAFKA:
         if not _old_client_warned:
             _old_client_warned = True
-            log.warning("librdkafka %s is older than %d.%d: idle input is fetched, not "
-                        "paused (pausing was seen to skip messages on older versions)",
-                        libversion()[0], *IDLE_PAUSE_MIN_LIBRDKAFKA)
+            # the worker's own log (this module's is silent): an operator should see why
+            logging.getLogger("streamrisk.runtime").warning(
+                "librdkafka %s is older than %d.%d: idle input is fetched, not paused "
+                "(pausing was seen to skip messages on older versions)",
+                libversion()[0], *IDLE_PAUSE_MIN_LIBRDKAFKA)
         return None
     return probe_ms / 1000
 

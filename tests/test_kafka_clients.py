@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -69,10 +70,16 @@ def test_an_older_librdkafka_never_pauses_idle_input(monkeypatch: pytest.MonkeyP
                                                      caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(producers.kafka, "_old_client_warned", False)
     _librdkafka(monkeypatch, 2, 12)
-    with caplog.at_level("WARNING", logger="streamrisk.kafka"):
+    runtime_log = logging.getLogger("streamrisk.runtime")  # the CLI may stop its propagation
+    runtime_log.addHandler(caplog.handler)
+    try:
         assert idle_probe_s(Settings(profile="embedded")) is None
         assert idle_probe_s(Settings(profile="test")) is None
-    warnings = [r.getMessage() for r in caplog.records]
+    finally:
+        runtime_log.removeHandler(caplog.handler)
+    # (one record may be captured twice: by the handler added here and through the root)
+    records = {id(r): r for r in caplog.records if r.levelname == "WARNING"}
+    warnings = [r.getMessage() for r in records.values()]
     assert len(warnings) == 1 and "2.12.1 is older than 2.16" in warnings[0]
 
 
