@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from consumers.bench.broker_runs import MARKET_STREAMS, MarketGroup
 from consumers.bench.cluster import (
     FREEZE_SESSION_MS,
     BenchError,
+    ChildProcess,
     Publisher,
     bootstrap,
     drop_topics,
@@ -149,7 +149,7 @@ def run_quix_app(servers: str, prefix: str, profile: str, stats_path: str,
     app.run()
 
 
-class QuixProcess:
+class QuixProcess(ChildProcess):
     """The Quix Streams application in a child process, on topics of its own."""
 
     def __init__(self, python: str, base: Settings, servers: str, workdir: Path, warmup: int,
@@ -210,23 +210,8 @@ class QuixProcess:
         truncate(self.settings, MARKET_STREAMS)
         return rate
 
-    def freeze(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-
     def close(self) -> None:
-        self.thaw()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        self.terminate()
         drop_topics(self.settings)
 
 

@@ -96,7 +96,38 @@ def drop_topics(settings: Settings) -> None:
         future.result(timeout=60)
 
 
-class WorkerProcess:
+class ChildProcess:
+    """A benchmark's child process (`process`): frozen and thawed by signal, stopped by PID."""
+
+    process: subprocess.Popen[bytes]
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process takes no CPU (and sends no fetch) until `thaw`."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def terminate(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (after a thaw), then SIGKILL if it has not ended within `timeout_s`."""
+        self.thaw()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class WorkerProcess(ChildProcess):
     """One `python -m consumers.runtime` child with a stats file; stopped by PID."""
 
     def __init__(self, settings: Settings, kind: str, workdir: Path, name: str,
@@ -135,30 +166,9 @@ class WorkerProcess:
         self.stats.read()
         return self.stats
 
-    def freeze(self) -> None:
-        """SIGSTOP: the process takes no CPU (and sends no fetch) until `thaw`."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-
     def stop(self, timeout_s: float = 30.0) -> None:
-        self.thaw()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.terminate(timeout_s)
         self.stats.read()
-
-    def kill(self) -> None:
-        """SIGKILL: a crash."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
 
 @contextmanager
