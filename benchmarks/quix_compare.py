@@ -52,7 +52,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from consumers.bench.broker_runs import MARKET_STREAMS, MarketGroup
+from consumers.bench.broker_runs import MARKET_STREAMS, MarketGroup, span_rate
 from consumers.bench.cluster import (
     FREEZE_SESSION_MS,
     BenchError,
@@ -65,6 +65,7 @@ from consumers.bench.cluster import (
     truncate,
     wait_for,
 )
+from consumers.bench.probe import StatsFile, StatsRecorder
 from consumers.bench.workloads import Message, market_messages
 from schemas.settings import Settings, load_settings
 
@@ -80,9 +81,9 @@ TIMEOUT_S = 120.0
 
 def run_quix_app(servers: str, prefix: str, profile: str, stats_path: str,
                  warmup: int, rep: int) -> None:
-    """The Quix Streams pipeline. It appends JSON lines to `stats_path`: ["first", t] and
-    ["last", t] at the first and last event of every repetition (perf_counter, the same clock
-    in every process here) and ["commit", t0, t1] around every checkpoint commit."""
+    """The Quix Streams pipeline. It keeps a stats file as a worker does
+    (`consumers.bench.probe.StatsRecorder`): one batch per repetition (and one for the
+    warm-up), from its first event to its last, and every checkpoint commit."""
     from quixstreams import Application, message_context
     from quixstreams.checkpointing import checkpoint as quix_checkpoint
     from quixstreams.models.serializers import Serializer
@@ -92,11 +93,7 @@ def run_quix_app(servers: str, prefix: str, profile: str, stats_path: str,
 
     settings = load_settings(None, bootstrap_servers=servers, topic_prefix=prefix,
                              profile=profile)
-    stats = open(stats_path, "a")  # noqa: SIM115 - open for the life of the process
-
-    def note(*fields: Any) -> None:
-        stats.write(orjson.dumps(fields).decode() + "\n")
-        stats.flush()
+    recorder = StatsRecorder(stats_path)
 
     # Timing only: the commit itself is Quix's own.
     commit = quix_checkpoint.Checkpoint.commit
@@ -104,7 +101,7 @@ def run_quix_app(servers: str, prefix: str, profile: str, stats_path: str,
     def timed_commit(self: Any, *args: Any, **kwargs: Any) -> None:
         t0 = time.perf_counter()
         commit(self, *args, **kwargs)
-        note("commit", t0, time.perf_counter())
+        recorder.checkpoint(time.perf_counter() - t0, 0, 0)
 
     quix_checkpoint.Checkpoint.commit = timed_commit
 
@@ -128,24 +125,24 @@ def run_quix_app(servers: str, prefix: str, profile: str, stats_path: str,
                              "dlq")}
     runner = runner_for(build_processor("market", settings), settings)
     count = 0
+    first_at = 0.0
 
     def handle(value: bytes, key: str, timestamp: int, headers: Any) -> list[Emitted]:
-        nonlocal count
+        nonlocal count, first_at
         count += 1
         into_rep = count - warmup  # 1 for the first event of a repetition, `rep` the last
-        if into_rep > 0 and into_rep % rep == 1:
-            note("first", time.perf_counter())
+        if count == 1 or (into_rep > 0 and into_rep % rep == 1):
+            first_at = time.perf_counter()
         ctx = message_context()
         emitted = runner.handle(ctx.partition, ctx.offset, key, value)
         if into_rep == 0 or (into_rep > 0 and into_rep % rep == 0):
-            note("last", time.perf_counter())
+            recorder.batch(warmup if into_rep == 0 else rep, time.perf_counter() - first_at)
         return emitted
 
     sdf = app.dataframe(market)
     sdf = sdf.apply(handle, metadata=True, expand=True)
     sdf.to_topic(lambda value, key, ts, headers: outputs[value.topic],
                  key=lambda value: value.key)
-    note("ready", time.perf_counter())
     app.run()
 
 
@@ -156,58 +153,44 @@ class QuixProcess(ChildProcess):
                  rep: int) -> None:
         self.settings = fresh_settings(base, servers, "quix")
         self.publisher = Publisher(self.settings, "market")
-        self.stats = workdir / "quix.stats.jsonl"
+        self.stats = StatsFile(workdir / "quix.stats.jsonl")
         self.log = workdir / "quix.log"
+        self.label = "the Quix Streams app"
         self.rates: list[float] = []
-        self._seen = 0
+        self.total = 0
         cmd = [python, str(Path(__file__).resolve()), "--quix-app", servers,
-               self.settings.topic_prefix, self.settings.profile, str(self.stats),
+               self.settings.topic_prefix, self.settings.profile, str(self.stats.path),
                str(warmup), str(rep)]
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
 
-    def _lines(self) -> list[list[Any]]:
-        if self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
-            raise BenchError(f"the Quix Streams app exited with {self.process.returncode}: "
-                             + " | ".join(tail))
-        if not self.stats.exists():
-            return []
-        return [orjson.loads(line) for line in self.stats.read_text().splitlines() if line]
+    def _committed(self) -> bool:
+        """Every event published so far is processed and committed."""
+        self.stats.read()
+        stats = self.stats
+        return (stats.events >= self.total
+                and stats.committed_after(stats.batches[-1].t1) is not None)
 
-    def _span(self) -> tuple[float, float] | None:
-        """(first, end) of the latest repetition once its last event is committed."""
-        lines = self._lines()[self._seen:]
-        firsts = [line[1] for line in lines if line[0] == "first"]
-        lasts = [line[1] for line in lines if line[0] == "last"]
-        if not lasts:
-            return None
-        done = [c for c in lines if c[0] == "commit" and c[1] >= lasts[-1]]
-        if not done:
-            return None
-        self._seen += len(lines)
-        first = firsts[0] if firsts else lasts[-1]
-        return first, lasts[-1] + (done[0][2] - done[0][1])
+    def _publish(self, messages: Sequence[Message], what: str) -> None:
+        self.publisher.publish(messages)
+        self.total += len(messages)
+        wait_for(self._committed, TIMEOUT_S, f"Quix Streams: {what} to be committed", [self])
+        truncate(self.settings, MARKET_STREAMS)
 
     def ready(self, warmup: Sequence[Message]) -> None:
-        wait_for(lambda: any(line[0] == "ready" for line in self._lines()), TIMEOUT_S,
-                 "the Quix Streams app to start")
-        self.publisher.publish(warmup)
-        wait_for(lambda: self._span() is not None, TIMEOUT_S, "Quix Streams: the warm-up")
-        truncate(self.settings, MARKET_STREAMS)
+        def started() -> bool:
+            self.stats.read()
+            return self.stats.started is not None
+
+        wait_for(started, TIMEOUT_S, "the Quix Streams app to start", [self])
+        self._publish(warmup, "the warm-up")
 
     def rep(self, messages: Sequence[Message]) -> float:
-        self.publisher.publish(messages)
-        deadline = time.monotonic() + TIMEOUT_S
-        while (span := self._span()) is None:
-            if time.monotonic() > deadline:
-                raise BenchError("timed out waiting for Quix Streams to commit a repetition")
-            time.sleep(0.02)
-        first, end = span
-        rate = len(messages) / (end - first)
+        since = time.perf_counter()
+        self._publish(messages, "a repetition")
+        rate, _, _ = span_rate([self.stats], len(messages), since)
         self.rates.append(rate)
-        truncate(self.settings, MARKET_STREAMS)
         return rate
 
     def close(self) -> None:

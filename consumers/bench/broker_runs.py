@@ -41,6 +41,7 @@ from consumers.bench.cluster import (
 )
 from consumers.bench.inprocess import Template, clone_instruments, latency_ms
 from consumers.bench.measure import percentile
+from consumers.bench.probe import StatsFile
 from consumers.bench.workloads import MARKET_PARTITIONS, Message, order_topic, to_messages
 from engine.market_risk import MarketRiskProcessor
 from engine.snapshots import Snapshot, SnapshotCodec
@@ -122,25 +123,26 @@ class WorkerRates:
     checkpoint_ms_median: float = 0.0
 
 
-def span_rate(procs: Sequence[WorkerProcess], events: int, since: float,
+def span_rate(processes: Sequence[StatsFile], events: int, since: float,
               ) -> tuple[float, list[int], float]:
     """Events/s from the first batch started after `since` to the end of the checkpoint
-    committing the last one; events per process; CPU seconds the processes used."""
+    committing the last one, over the stats of several processes; events per process; CPU
+    seconds the processes used."""
     starts, ends, counts = [], [], []
     cpu = 0.0
-    for p in procs:
-        batches = [b for b in p.stats.batches if b.t0 >= since]
+    for stats in processes:
+        batches = [b for b in stats.batches if b.t0 >= since]
         counts.append(sum(b.n for b in batches))
         if not batches:
             continue
         last = max(b.t1 for b in batches)
-        commit = p.stats.committed_after(last)
+        commit = stats.committed_after(last)
         assert commit is not None
         starts.append(min(b.t0 for b in batches))
         ends.append(last + (commit.t1 - commit.t0))
         # The CPU counter is read at the end of every batch and checkpoint: from the last
         # reading before the repetition (the process was frozen until just before it).
-        earlier = [s.cpu for s in (*p.stats.batches, *p.stats.checkpoints) if s.t1 < since]
+        earlier = [s.cpu for s in (*stats.batches, *stats.checkpoints) if s.t1 < since]
         cpu += commit.cpu - (max(earlier) if earlier else batches[0].cpu)
     return events / (max(ends) - min(starts)), counts, cpu
 
@@ -176,7 +178,7 @@ class MarketGroup:
         self.total += len(messages)
         wait_for(lambda: processed(self.procs, self.total, since), START_TIMEOUT_S,
                  "a repetition to be committed", self.procs)
-        rate, counts, cpu = span_rate(self.procs, len(messages), since)
+        rate, counts, cpu = span_rate([p.stats for p in self.procs], len(messages), since)
         self.result.rates.append(rate)
         self.result.cpu_us_per_event.append(cpu / len(messages) * 1e6)
         self.result.per_worker_events.append(counts)

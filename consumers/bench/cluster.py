@@ -97,9 +97,21 @@ def drop_topics(settings: Settings) -> None:
 
 
 class ChildProcess:
-    """A benchmark's child process (`process`): frozen and thawed by signal, stopped by PID."""
+    """A benchmark's child process (`process`, its output in `log`): frozen and thawed by
+    signal, stopped by PID."""
 
     process: subprocess.Popen[bytes]
+    log: Path
+    label: str
+    """What the process is, for errors ("worker w.stats.jsonl")."""
+
+    def check(self) -> None:
+        """BenchError when the process exited on its own."""
+        code = self.process.poll()
+        if code is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise BenchError(f"{self.label} exited with {code}: "
+                             f"{tail[0] if tail else 'no output'}")
 
     def freeze(self) -> None:
         """SIGSTOP: the process takes no CPU (and sends no fetch) until `thaw`."""
@@ -135,6 +147,7 @@ class WorkerProcess(ChildProcess):
         assert settings.bootstrap_servers is not None
         self.stats = StatsFile(workdir / f"{name}.stats.jsonl")
         self.log = workdir / f"{name}.log"
+        self.label = f"worker {Path(self.stats.path).name}"
         cmd = [sys.executable, "-m", "consumers.runtime", kind,
                "--bootstrap-servers", settings.bootstrap_servers,
                "--topic-prefix", settings.topic_prefix, "--profile", settings.profile,
@@ -153,14 +166,6 @@ class WorkerProcess(ChildProcess):
             self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
                                             stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
-
-    def check(self) -> None:
-        """BenchError when the worker exited on its own."""
-        code = self.process.poll()
-        if code is not None:
-            tail = self.log.read_text(errors="replace").strip().splitlines()[-1:]
-            raise BenchError(f"worker {Path(self.stats.path).name} exited with {code}: "
-                             f"{tail[0] if tail else 'no output'}")
 
     def read(self) -> StatsFile:
         self.stats.read()
@@ -184,7 +189,7 @@ def workers(settings: Settings, kind: str, count: int, workdir: Path, tag: str,
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
-             procs: Sequence[WorkerProcess] = (), poll_s: float = 0.02) -> None:
+             procs: Sequence[ChildProcess] = (), poll_s: float = 0.02) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         for p in procs:
