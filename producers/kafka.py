@@ -8,6 +8,7 @@ so a CLI error stays one readable line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -169,7 +170,18 @@ repetitions on the embedded broker: processed past it, committed past it, never 
 With pausing switched off on the same version, none of 30; with 2.16.0 and pausing on, none
 of 30."""
 
-_old_client_warned = False
+@functools.cache
+def _pausing_is_safe() -> bool:
+    """This librdkafka is at least `IDLE_PAUSE_MIN_LIBRDKAFKA`; if not, says so once in the
+    worker's log (this module's is silent): an operator should see why."""
+    version = libversion()[1]
+    if (version >> 24, (version >> 16) & 0xFF) >= IDLE_PAUSE_MIN_LIBRDKAFKA:
+        return True
+    logging.getLogger("streamrisk.runtime").warning(
+        "librdkafka %s is older than %d.%d: idle input is fetched, not paused "
+        "(pausing was seen to skip messages on older versions)",
+        libversion()[0], *IDLE_PAUSE_MIN_LIBRDKAFKA)
+    return False
 
 
 def idle_probe_s(settings: Settings) -> float | None:
@@ -177,20 +189,8 @@ def idle_probe_s(settings: Settings) -> float | None:
     never pause, fetch as usual. None too when this librdkafka is older than
     `IDLE_PAUSE_MIN_LIBRDKAFKA`, because pausing could then lose input; the cost is the idle
     fetch loop (CPU), never correctness."""
-    global _old_client_warned
     probe_ms = settings.profile_defaults.idle_probe_ms
-    if not probe_ms:
-        return None
-    version = libversion()[1]
-    major, minor = version >> 24, (version >> 16) & 0xFF
-    if (major, minor) < IDLE_PAUSE_MIN_LIBRDKAFKA:
-        if not _old_client_warned:
-            _old_client_warned = True
-            # the worker's own log (this module's is silent): an operator should see why
-            logging.getLogger("streamrisk.runtime").warning(
-                "librdkafka %s is older than %d.%d: idle input is fetched, not paused "
-                "(pausing was seen to skip messages on older versions)",
-                libversion()[0], *IDLE_PAUSE_MIN_LIBRDKAFKA)
+    if not probe_ms or not _pausing_is_safe():
         return None
     return probe_ms / 1000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer
@@ -51,6 +52,14 @@ def test_only_profiles_for_the_embedded_broker_lower_priorities() -> None:
     assert not PROFILES["production"].lower_fetcher_priority
 
 
+@pytest.fixture
+def fresh_version_check() -> Iterator[None]:
+    """The version check is made once per process: start and leave it unmade."""
+    producers.kafka._pausing_is_safe.cache_clear()
+    yield
+    producers.kafka._pausing_is_safe.cache_clear()
+
+
 def _librdkafka(monkeypatch: pytest.MonkeyPatch, major: int, minor: int) -> None:
     """librdkafka's version as `confluent_kafka.libversion()` reports it (0xMMmmrrxx)."""
     number = (major << 24) | (minor << 16) | (1 << 8) | 0xFF
@@ -58,6 +67,7 @@ def _librdkafka(monkeypatch: pytest.MonkeyPatch, major: int, minor: int) -> None
                         lambda: (f"{major}.{minor}.1", number))
 
 
+@pytest.mark.usefixtures("fresh_version_check")
 def test_idle_pausing_follows_the_profile_on_a_recent_librdkafka(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _librdkafka(monkeypatch, *IDLE_PAUSE_MIN_LIBRDKAFKA)
@@ -66,9 +76,9 @@ def test_idle_pausing_follows_the_profile_on_a_recent_librdkafka(
     assert idle_probe_s(Settings(profile="production")) is None  # real Kafka holds fetches
 
 
+@pytest.mark.usefixtures("fresh_version_check")
 def test_an_older_librdkafka_never_pauses_idle_input(monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(producers.kafka, "_old_client_warned", False)
     _librdkafka(monkeypatch, 2, 12)
     runtime_log = logging.getLogger("streamrisk.runtime")  # the CLI may stop its propagation
     runtime_log.addHandler(caplog.handler)
@@ -83,6 +93,7 @@ def test_an_older_librdkafka_never_pauses_idle_input(monkeypatch: pytest.MonkeyP
     assert len(warnings) == 1 and "2.12.1 is older than 2.16" in warnings[0]
 
 
+@pytest.mark.usefixtures("fresh_version_check")
 def test_the_installed_librdkafka_may_pause() -> None:
     """The suite runs the pausing path: the confluent-kafka it installs is recent enough."""
     assert idle_probe_s(Settings(profile="test")) is not None
