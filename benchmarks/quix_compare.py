@@ -222,7 +222,6 @@ def alert_ids(settings: Settings) -> set[str]:
     return ids
 
 
-
 def compare(quix_python: str, quix_label: str, servers: str, profile: str, events: int,
             reps: int, warmup: int, progress: Progress) -> dict[str, Any]:
     base = load_settings(None, bootstrap_servers=servers, profile=profile)

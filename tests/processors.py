@@ -314,6 +314,11 @@ def committed_offsets(settings: Any, group: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def committed_total(settings: Any, group: str, topic: str = "market") -> int:
+    """Offsets `group` has committed on `topic`, summed (a partition without one counts 0)."""
+    return sum(max(0, offset) for offset in committed_offsets(settings, group, topic).values())
+
+
 def wait_committed(settings: Any, group: str, topic: str, ends: dict[int, int],
                    timeout_s: float = 60.0, alive: Any = None) -> None:
     """Wait until the group has committed every partition of `topic` to `ends`."""

@@ -33,7 +33,7 @@ from producers.replay import RecordingFile, replay
 from schemas.recording import read_recording
 from schemas.settings import Settings
 from schemas.topics import by_name, changelog_spec
-from tests.processors import committed_offsets, wait_committed
+from tests.processors import committed_total, wait_committed
 from tests.worker_harness import (
     MARKET,
     WorkerProcess,
@@ -141,11 +141,6 @@ def assert_same_outputs(got: Sequence[Output], want: Sequence[Output]) -> None:
     assert len(got) == len(want)
 
 
-def committed_total(settings: Settings) -> int:
-    return sum(max(0, v) for v in committed_offsets(settings, group_of(settings),
-                                                    "market").values())
-
-
 def test_one_worker_gives_evaluates_outputs(settings: Settings, recording: Path,
                                             evaluated: list[Output], tmp_path: Path,
                                             spawn: Callable[..., WorkerProcess]) -> None:
@@ -188,11 +183,12 @@ def test_kill_9_mid_stream_and_restart_give_evaluates_outputs(
     with ThreadPoolExecutor(1) as pool:
         rest = pool.submit(replay_into, settings, recording, half, EVENTS, SPEED)
         deadline = time.monotonic() + 120
-        while committed_total(settings) < half + EVENTS // 8:  # a few checkpoints in
+        group = group_of(settings)
+        while committed_total(settings, group) < half + EVENTS // 8:  # a few checkpoints in
             assert first.alive() and time.monotonic() < deadline
             time.sleep(0.05)
         first.kill()
-        at_kill = committed_total(settings)
+        at_kill = committed_total(settings, group)
         ends = rest.result()
     assert at_kill < EVENTS, "the worker finished before it could be killed"
     restarted = spawn(settings, "--instance-id", "m1")

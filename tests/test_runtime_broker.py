@@ -22,7 +22,7 @@ from producers.provision import ensure_topics
 from schemas.settings import Settings, load_settings
 from tests.processors import (
     CountingProcessor,
-    committed_offsets,
+    committed_total,
     ends_of,
     make_stream,
     produce_recording,
@@ -60,7 +60,7 @@ def settings_for(broker: EmbeddedBroker) -> Settings:
 
 def not_all_committed(settings: Settings, group: str, total: int) -> bool:
     """The trouble starts while the worker still has work in flight."""
-    return sum(max(0, v) for v in committed_offsets(settings, group, "market").values()) < total
+    return committed_total(settings, group) < total
 
 
 def reference(stream: list) -> dict:

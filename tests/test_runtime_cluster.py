@@ -25,7 +25,7 @@ from tests.processors import (
     BIG_CAP,
     big_reference,
     big_stream,
-    committed_offsets,
+    committed_total,
     ends_of,
     expire_dead_member,
     produce_recording,
@@ -103,8 +103,7 @@ def test_kill_9_at_random_moments_then_restart(settings: Settings,
         worker.alive()
         worker.kill()
         kills += 1
-        progress.append(sum(max(0, v) for v in committed_offsets(
-            settings, group_of(settings), "market").values()))
+        progress.append(committed_total(settings, group_of(settings)))
     worker = spawn(settings, "--instance-id", "w1")
     wait_committed(settings, group_of(settings), "market", ends_of(stream), timeout_s=120,
                    alive=worker.alive)
@@ -142,19 +141,15 @@ def test_a_crash_long_after_the_last_snapshot_replays_the_input_since(
     """Offsets are committed every 200 ms but keys are snapshotted only once, at the first
     checkpoint: after a kill -9 the next worker rebuilds the state by replaying the input
     from that snapshot's mark to the committed offset, and publishes nothing twice."""
-    def committed() -> int:
-        return sum(max(0, v) for v in committed_offsets(
-            settings, group_of(settings), "market").values())
-
     monkeypatch.setenv("STREAMRISK_WORKER__SNAPSHOT_INTERVAL_MS", "3600000")
     produce_recording(settings, stream)
     first = spawn(settings, "--instance-id", "w1")
     deadline = time.monotonic() + 60
-    while committed() < len(stream) // 3:
+    while committed_total(settings, group_of(settings)) < len(stream) // 3:
         assert first.alive() and time.monotonic() < deadline
         time.sleep(0.1)
     first.kill()
-    assert committed() < len(stream)
+    assert committed_total(settings, group_of(settings)) < len(stream)
     second = spawn(settings, "--instance-id", "w1")
     wait_committed(settings, group_of(settings), "market", ends_of(stream), timeout_s=120,
                    alive=second.alive)
