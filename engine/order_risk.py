@@ -37,7 +37,8 @@ Outputs (catalogue topic names):
 * `risk.accounts`: AccountRisk on every fill, every state change and otherwise at most once
   per `account_publish_interval_ns` of event time;
 * `risk.scope-accounts`: with every AccountRisk, one ScopeContribution per desk and firm
-  above the account (keyed by that scope), for the aggregation stage;
+  above the account (keyed by that scope), for the aggregation stage, and a withdrawal
+  (`withdrawn`) for a desk or firm the account was moved away from since its last one;
 * `risk.states`: TradingStateChanged for every account, strategy and instrument transition,
   with its cause. Desk and firm transitions are published by the aggregation stage
   (`engine.scope_risk`), not here: this worker applies desk/firm kill and enable commands
@@ -225,6 +226,9 @@ class AccountState:
     """Table updates already looked at (a count local to this worker, see _mark)."""
     pending_marks: set[str] = field(default_factory=set)
     last_ts: int = 0
+    contributed_to: tuple[str, ...] = ()
+    """The desk and firm the last ScopeContributions went to: one the account has left since
+    gets a withdrawal."""
     version: int = SNAPSHOT_VERSION
 
 
@@ -867,18 +871,25 @@ class OrderRiskProcessor(DispatchByType):
                 time_to_liquidate_days=days, liquidity_adjusted_var=var95 + cost,
                 anomaly_score=min(1.0, max(0.0, st.model.score_ewma)))
             out.append(Output(AccountRisk.TOPIC, st.account, snapshot))
-            out += self._contributions(snapshot, scopes, cause)
+            out += self._contributions(st, snapshot, scopes, cause)
         return out
 
-    def _contributions(self, snapshot: AccountRisk, scopes: OrderScopes,
+    def _contributions(self, st: AccountState, snapshot: AccountRisk, scopes: OrderScopes,
                        cause: Envelope) -> list[Output]:
         """The account's figures for the aggregation stage of each desk and firm above it
-        (one ScopeContribution per scope, keyed by the scope)."""
+        (one ScopeContribution per scope, keyed by the scope), and a withdrawal for each
+        scope it contributed to last time and has left since (moved on `risk.limits`)."""
         out: list[Output] = []
+        now = tuple(scope for scope in (scopes.desk, scopes.firm) if scope is not None)
+        for scope in st.contributed_to:
+            if scope not in now:
+                withdrawal = ScopeContribution(
+                    **self._env(cause, f"SCOPE_WITHDRAWN:{scope}"), scope=scope,
+                    account=snapshot.account, withdrawn=True)
+                out.append(Output(ScopeContribution.TOPIC, scope, withdrawal))
+        st.contributed_to = now
         figures = {name: getattr(snapshot, name) for name in SCOPE_FIGURES}
-        for scope in (scopes.desk, scopes.firm):
-            if scope is None:
-                continue
+        for scope in now:
             contribution = ScopeContribution(
                 **self._env(cause, f"SCOPE_CONTRIBUTION:{scope}"), scope=scope,
                 account=snapshot.account, trading_state=snapshot.trading_state, **figures)

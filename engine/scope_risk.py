@@ -10,7 +10,9 @@ Per scope (the state key; snapshotted to `scope-worker.changelog`):
 
 * the latest contribution of each member account (one entry per account: bounded memory).
   A contribution older than the account's current one (event time) never replaces it, the
-  same one again changes nothing; at equal times the later arrival wins;
+  same one again changes nothing; at equal times the later arrival wins. An account moved
+  to another desk or firm sends its old scope a withdrawal (`withdrawn`), which counts as
+  that account's latest contribution with zero figures and no member;
 * the aggregate: sums over those latest contributions, kept exactly (integers in units of
   the smallest float, each a correctly rounded float when read): a contribution costs the
   same whatever the number of members, and the sum does not depend on the order accounts
@@ -19,7 +21,8 @@ Per scope (the state key; snapshotted to `scope-worker.changelog`):
   `day_offset_ns`, as `engine.order_config.OrderConfig.day_of`): an account that has not
   traded today brings no PnL of an earlier day;
 * the PnL path of the aggregate (today's peak of day PnL, all-time peak of total PnL), which
-  gives intraday and trailing drawdown, sampled at each contribution;
+  gives intraday and trailing drawdown, sampled at each contribution (a withdrawal takes
+  the account's share out of the peaks too: leaving is not a loss);
 * the breach levels already reported, and an `engine.trading_state.ScopeState` machine.
 
 Limits are the scope's own levels on `risk.limits` (`LimitBook.levels(scope, ts)`, override
@@ -75,8 +78,8 @@ the outputs exactly while two live runs can differ where accounts interleaved di
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from engine.config_sections import from_section
@@ -139,6 +142,19 @@ class Member:
     trading_state: TradingState
     figures: tuple[float, ...]
     """Values of `SCOPE_FIGURES`, in that order."""
+    withdrawn: bool = False
+    """The account left the scope: kept with zero figures, so that an older contribution
+    arriving late cannot bring it back."""
+
+    def __setstate__(self, state: Sequence[Any]) -> None:
+        # snapshots taken before `withdrawn` existed hold the first four fields only
+        for name, value in zip(_MEMBER_FIELDS, (*state, False)[:len(_MEMBER_FIELDS)],
+                               strict=True):
+            object.__setattr__(self, name, value)
+
+
+_MEMBER_FIELDS = tuple(f.name for f in fields(Member))
+_ZEROS = (0.0,) * len(SCOPE_FIGURES)
 
 
 @dataclass
@@ -160,6 +176,8 @@ class ScopeAggregate:
     reducing: int = 0
     halted: int = 0
     """Members whose latest contribution says REDUCING, HALTED."""
+    withdrawn: int = 0
+    """Entries of `members` that are withdrawals (accounts that left the scope)."""
     version: int = SNAPSHOT_VERSION
 
 
@@ -258,9 +276,18 @@ class ScopeRiskProcessor(DispatchByType):
         if previous is not None and (previous.event_id == ev.event_id
                                      or ev.ts_event < previous.ts):
             return out  # a repeat, or older than what the account already told us
-        member = Member(ev.ts_event, ev.event_id, ev.trading_state,
-                        tuple(float(getattr(ev, f)) for f in SCOPE_FIGURES))
+        member = (Member(ev.ts_event, ev.event_id, TradingState.ACTIVE, _ZEROS, withdrawn=True)
+                  if ev.withdrawn else
+                  Member(ev.ts_event, ev.event_id, ev.trading_state,
+                         tuple(float(getattr(ev, f)) for f in SCOPE_FIGURES)))
         totals = self._replace(agg, ev.account, previous, member)
+        if member.withdrawn and previous is not None:
+            # Leaving is not a PnL move: the peaks lose what the account added to them, so
+            # the drawdowns are the remaining members' (a profitable account that leaves
+            # does not show as a loss).
+            agg.peak_total -= previous.figures[_REALIZED] + previous.figures[_UNREALIZED]
+            if self.config.day_of(previous.ts) == agg.day:
+                agg.day_peak -= previous.figures[_DAY_PNL]
         total_pnl = totals[_REALIZED] + totals[_UNREALIZED]
         day_pnl = totals[_DAY_PNL]
         agg.peak_total = max(agg.peak_total, total_pnl)
@@ -300,9 +327,11 @@ class ScopeRiskProcessor(DispatchByType):
                     exact[i] -= _fixed(value)
             agg.reducing -= previous.trading_state is TradingState.REDUCING
             agg.halted -= previous.trading_state is TradingState.HALTED
+            agg.withdrawn -= previous.withdrawn
         agg.members[account] = member
         agg.reducing += member.trading_state is TradingState.REDUCING
         agg.halted += member.trading_state is TradingState.HALTED
+        agg.withdrawn += member.withdrawn
         day = day_of(member.ts)
         for i, value in enumerate(member.figures):
             if i != _DAY_PNL or day == agg.day:
@@ -328,12 +357,14 @@ class ScopeRiskProcessor(DispatchByType):
         agg.breach_levels[metric] = level
         if previous is level or previous is BreachLevel.HARD:
             return None  # reported already (a drop from hard to soft is not news)
+        why = (f"after {cause.account} left the scope" if cause.withdrawn
+               else f"with {cause.account}'s latest figures")
         breach = LimitBreach(
             **output_envelope(cause, f"BREACH:{agg.scope}:{metric}:{level.value}", self.name),
             account=cause.account, scope=agg.scope, metric=metric, level=level,
             observed=value, limit=bound,
             message=f"{agg.scope} {metric} {value:.6g} above the {level.value} limit "
-                    f"{bound:.6g} (with {cause.account}'s latest figures)"[:1000])
+                    f"{bound:.6g} ({why})"[:1000])
         return Output(LimitBreach.TOPIC, cause.account, breach)
 
     def _changed(self, tr: Transition, cause: Envelope) -> Output:
@@ -352,7 +383,7 @@ class ScopeRiskProcessor(DispatchByType):
 
         risk = ScopeRisk(
             **output_envelope(cause, f"SCOPE_RISK:{agg.scope}", self.name), scope=agg.scope,
-            accounts=len(agg.members), trading_state=agg.machine.state,
+            accounts=len(agg.members) - agg.withdrawn, trading_state=agg.machine.state,
             state_cause=agg.machine.cause[:500], realized_pnl=t["realized_pnl"],
             unrealized_pnl=t["unrealized_pnl"], day_pnl=t["day_pnl"],
             gross_exposure=positive("gross_exposure"), net_exposure=t["net_exposure"],

@@ -244,6 +244,10 @@ class ScopeContribution(ScopeFigures):
     TOPIC: ClassVar[str] = "risk.scope-accounts"
     type: Literal["ScopeContribution"] = "ScopeContribution"
     account: Identifier
+    withdrawn: bool = Field(
+        default=False, description="The account no longer belongs to the scope (it was moved "
+        "to another desk or firm on risk.limits): the stage drops the account's figures and "
+        "ignores any sent with this one.")
 
 
 class ScopeRisk(ScopeFigures):

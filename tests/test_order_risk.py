@@ -252,6 +252,35 @@ def test_fills_update_positions_and_publish_account_risk(proc: OrderRiskProcesso
     assert proc.accounts["A"].book.open_orders == {}
 
 
+def test_an_account_moved_to_another_desk_withdraws_from_the_old_one_once(
+        proc: OrderRiskProcessor) -> None:
+    """Re-parented on risk.limits, the account's next AccountRisk sends its old desk a
+    withdrawal (no figures) and its new desk the figures; the firm above both keeps getting
+    them and a desk left already gets nothing more."""
+    run(proc, [limit_config("desk:D", parent="firm:F"), limit_config("desk:E", parent="firm:F"),
+               limit_config("account:A", parent="desk:D"), order(cl="c1", qty=10)])
+    first = proc.process(fill("c1", qty=10, ts=2 * S))
+    assert [(c.scope, c.withdrawn) for c in of_type(first, "ScopeContribution")] == [
+        ("desk:D", False), ("firm:F", False)]
+    proc.process(limit_config("account:A", parent="desk:E", ts=3 * S))
+    moved = run(proc, [order(cl="c2", qty=5, ts=4 * S), fill("c2", qty=5, ts=5 * S)])
+    contributions = of_type(moved, "ScopeContribution")
+    assert [(c.scope, c.withdrawn) for c in contributions[:3]] == [
+        ("desk:D", True), ("desk:E", False), ("firm:F", False)]
+    assert {(c.scope, c.withdrawn) for c in contributions[3:]} <= {("desk:E", False),
+                                                                    ("firm:F", False)}
+    withdrawal, joined = contributions[0], contributions[-2]
+    assert withdrawal.account == "A" and withdrawal.gross_exposure == 0.0
+    assert joined.scope == "desk:E" and joined.gross_exposure == pytest.approx(1_500.0)
+    assert len({c.event_id for c in contributions}) == len(contributions)
+    owners = {o.key: proc.output_owner(o) for o in moved if o.topic == "risk.scope-accounts"}
+    assert owners == {"desk:D": "A", "desk:E": "A", "firm:F": "A"}
+    later = of_type(run(proc, [order(cl="c3", qty=5, ts=6 * S), fill("c3", qty=5, ts=7 * S)]),
+                    "ScopeContribution")
+    assert later and {(c.scope, c.withdrawn) for c in later} == {("desk:E", False),
+                                                                  ("firm:F", False)}
+
+
 def test_duplicate_execution_reports_change_nothing(proc: OrderRiskProcessor) -> None:
     proc.process(order(cl="c1", qty=100))
     first = fill("c1", qty=50, leaves=50, exec_id="X-1", ts=2 * S)

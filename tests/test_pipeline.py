@@ -17,6 +17,7 @@ from engine.order_risk import OrderRiskProcessor
 from engine.pipeline import Pipeline
 from producers.simulator import SimConfig, Simulation, write_labels
 from schemas.common import Side
+from schemas.control import LimitConfig
 from schemas.market import InstrumentPhase, InstrumentStatus, Trade
 from schemas.orders import OrderNew
 from schemas.recording import RecordedMessage, RecordingWriter, read_recording
@@ -152,9 +153,7 @@ def test_desk_loss_over_accounts_moves_the_desk_and_gates_the_other_accounts() -
     got: list[Emitted] = []
     result = Pipeline.default().run(flat(desk_day((1.0, 1.5))), on_output=got.append)
     assert not result.dead_letters
-    contributions = _values(got, "risk.scope-accounts")
-    if not contributions:
-        pytest.skip("this order stage publishes no ScopeContribution yet")
+    assert _values(got, "risk.scope-accounts")
     states = [s for s in _values(got, "risk.states") if s["scope"] == "desk:D"]
     assert [(s["from_state"], s["to_state"], s["source"]) for s in states] == [
         ("active", "reducing", "scope-worker"), ("reducing", "halted", "scope-worker")]
@@ -167,13 +166,43 @@ def test_desk_loss_over_accounts_moves_the_desk_and_gates_the_other_accounts() -
         ("soft", "desk:D", "A2"), ("hard", "desk:D", "A2")]
     assert result.by_topic["risk.scopes"] == len(_values(got, "risk.scopes"))
     assert result.outputs == len(got)
-    if "risk.scopes" not in OrderRiskProcessor.tables:
-        return
+    assert "risk.scopes" in OrderRiskProcessor.tables
     a3 = [(d["decision"], d["reason_codes"], d["trading_state"])
           for d in _values(got, "risk.decisions") if d["account"] == "A3"]
     assert a3 == [("accept", [], "active"),
                   ("deny", ["TRADING_STATE"], "reducing"),  # a buy: the desk is reducing
                   ("accept", [], "reducing")]  # a sell reduces A3's position
+
+
+def test_an_account_moved_to_another_desk_takes_its_figures_along() -> None:
+    """After the losses phase desk:D reduces on A1's and A2's losses. A1 is then moved to
+    desk:E on risk.limits; with its next AccountRisk desk:D drops it (A2's loss alone is
+    under the soft level: desk:D recovers) and desk:E sums it."""
+    phases = desk_day((1.0, 1.5), tag="mv")
+    ts = T0 + 14 * S
+    move = RecordedMessage.from_event("risk.limits", "account:A1", LimitConfig(
+        event_id="mv-l-A1-E", ts_event=ts, ts_init=ts, source="test", scope="account:A1",
+        parent="desk:E", changed_by="alice"))
+    order = RecordedMessage.from_event("orders", "A1", OrderNew(
+        event_id="mv-o-after", ts_event=ts + S, ts_init=ts, source="test", account="A1",
+        symbol="AAPL", side=Side.SELL, price=99.0, qty=1.0, cl_ord_id="mv-c-after"))
+    got: list[Emitted] = []
+    result = Pipeline.default().run([*phases["setup"], *phases["losses"], move, order],
+                                    on_output=got.append)
+    assert not result.dead_letters
+    withdrawals = [c for c in _values(got, "risk.scope-accounts") if c["withdrawn"]]
+    assert [(c["scope"], c["account"]) for c in withdrawals] == [("desk:D", "A1")]
+    latest = {(c["scope"], c["account"]): c for c in _values(got, "risk.scope-accounts")}
+    desk_d = [r for r in _values(got, "risk.scopes") if r["scope"] == "desk:D"]
+    desk_e = [r for r in _values(got, "risk.scopes") if r["scope"] == "desk:E"]
+    assert desk_d[-1]["accounts"] == 2 and desk_e[-1]["accounts"] == 1
+    assert desk_d[-1]["day_pnl"] == pytest.approx(
+        latest[("desk:D", "A2")]["day_pnl"] + latest[("desk:D", "A3")]["day_pnl"])
+    a1 = [r for r in _values(got, "risk.accounts") if r["account"] == "A1"][-1]
+    assert a1["desk"] == "E" and desk_e[-1]["day_pnl"] == pytest.approx(a1["day_pnl"])
+    states = [(s["from_state"], s["to_state"])
+              for s in _values(got, "risk.states") if s["scope"] == "desk:D"]
+    assert states == [("active", "reducing"), ("reducing", "active")]
 
 
 def test_the_scope_stage_can_be_left_out() -> None:

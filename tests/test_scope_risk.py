@@ -330,6 +330,49 @@ def test_evict_restore_tombstone_and_refused_snapshots(desk: ScopeRiskProcessor)
         desk.restore("desk:D", pickle.dumps({"scope": "desk:D"}))
 
 
+def test_a_withdrawn_account_leaves_the_sums_and_an_older_contribution_cannot_return_it(
+        desk: ScopeRiskProcessor) -> None:
+    """A1 moved to another desk: desk:D sums A2 alone again, so its day loss is back under
+    the soft level and it recovers; A1's contribution from before the move, arriving late,
+    changes nothing; A1 contributing again later (moved back) counts once more."""
+    run(desk, [contribution("A1", S, loss=80.0, gross_exposure=500.0),
+               contribution("A2", 2 * S, loss=40.0, gross_exposure=300.0)])
+    assert desk.scopes["desk:D"].machine.state is TradingState.REDUCING
+    out = desk.process(contribution("A1", 3 * S, withdrawn=True, loss=999.0))
+    risk = last_risk(out)
+    assert (risk.accounts, risk.day_pnl, risk.gross_exposure) == (1, -40.0, 300.0)
+    (recovered,) = of_type(out, "TradingStateChanged")
+    assert recovered.to_state is TradingState.ACTIVE
+    assert desk.process(contribution("A1", 2 * S, loss=500.0)) == []  # older than the move
+    back = last_risk(desk.process(contribution("A1", 4 * S, loss=10.0, gross_exposure=100.0)))
+    assert (back.accounts, back.day_pnl, back.gross_exposure) == (2, -50.0, 400.0)
+
+
+def test_a_breach_caused_by_a_withdrawal_says_so(desk: ScopeRiskProcessor) -> None:
+    """Removing a profitable account can raise the desk's loss: the breach names the
+    account that left, and why."""
+    run(desk, [contribution("A1", S, day_pnl=100.0, realized_pnl=100.0),
+               contribution("A2", 2 * S, loss=150.0)])
+    before = desk.scopes["desk:D"]
+    drawdowns = (before.drawdown_intraday, before.drawdown_trailing)
+    out = desk.process(contribution("A1", 3 * S, withdrawn=True))
+    (breach,) = of_type(out, "LimitBreach")
+    assert (breach.account, breach.metric, breach.observed) == ("A1", "day_loss", 150.0)
+    assert "after A1 left the scope" in breach.message
+    # leaving is no PnL move: A2's drawdowns stay what they were, not 100 more
+    risk = last_risk(out)
+    assert (risk.drawdown_intraday, risk.drawdown_trailing) == drawdowns == (150.0, 150.0)
+
+
+def test_members_snapshotted_before_withdrawals_existed_still_load() -> None:
+    from engine.scope_risk import Member
+
+    old = Member.__new__(Member)
+    old.__setstate__((S, "c1", TradingState.HALTED, (1.0,) * len(SCOPE_FIGURES)))
+    assert old == Member(S, "c1", TradingState.HALTED, (1.0,) * len(SCOPE_FIGURES))
+    assert old.withdrawn is False
+
+
 # --- properties -----------------------------------------------------------------------------
 
 _figure = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
@@ -338,14 +381,16 @@ _positive = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinit
 
 @st.composite
 def _contributions(draw: st.DrawFn) -> list[ScopeContribution]:
-    """Contributions of up to 5 accounts, several each at distinct event times, shuffled
-    (an account's older contribution may arrive after its newer one)."""
+    """Contributions of up to 5 accounts, several each at distinct event times, some of them
+    withdrawals (the account moved away, perhaps back later), shuffled (an account's older
+    contribution may arrive after its newer one)."""
     out = []
     for a in range(draw(st.integers(1, 5))):
         times = draw(st.lists(st.integers(1, 50), min_size=1, max_size=4, unique=True))
         for t in times:
             out.append(contribution(
-                f"A{a}", t * S, realized_pnl=draw(_figure), unrealized_pnl=draw(_figure),
+                f"A{a}", t * S, withdrawn=draw(st.sampled_from([False, False, True])),
+                realized_pnl=draw(_figure), unrealized_pnl=draw(_figure),
                 day_pnl=draw(_figure), net_exposure=draw(_figure),
                 gross_exposure=draw(_positive), var_95=draw(_positive), es_975=draw(_positive),
                 long_exposure=draw(_positive), short_exposure=draw(_positive),
@@ -364,9 +409,10 @@ def test_the_aggregate_is_the_sum_of_each_accounts_latest_whatever_the_order(
         if ev.account not in latest or ev.ts_event > latest[ev.account].ts_event:
             latest[ev.account] = ev
     final = risks[-1]
-    assert final.accounts == len(latest)
+    members = [c for c in latest.values() if not c.withdrawn]
+    assert final.accounts == len(members)
     for name in SCOPE_FIGURES:
-        expected = math.fsum(getattr(c, name) for c in latest.values())
+        expected = math.fsum(getattr(c, name) for c in members)
         signed = name in ("realized_pnl", "unrealized_pnl", "day_pnl", "net_exposure")
         # exactly the correctly rounded sum (fsum), not merely close to it
         assert getattr(final, name) == (expected if signed else max(0.0, expected)), name
