@@ -233,13 +233,22 @@ def runtime_specs(worker: str = "market-worker", partitions: int = 8) -> list[An
     return specs
 
 
-def produce_recording(settings: Any, messages: Sequence[RecordedMessage]) -> None:
+def recording_producer(settings: Any) -> Any:
+    """An idempotent producer for `produce_recording`. A new one waits about 0.5 s before
+    its first delivery (librdkafka asks for a producer id on a timer when no connection is
+    up yet): a test that publishes many small batches opens one and passes it each time."""
+    from producers.kafka import make_producer
+
+    return make_producer(settings, **{"linger.ms": 20, "batch.num.messages": 10000})
+
+
+def produce_recording(settings: Any, messages: Sequence[RecordedMessage],
+                      producer: Any = None) -> None:
     """Publish recorded messages to their recorded partitions, keys and timestamps."""
-    from producers.kafka import DeliveryTracker, flush_all, make_producer
+    from producers.kafka import DeliveryTracker, flush_all
 
     tracker = DeliveryTracker()
-    fast: dict[str, Any] = {"linger.ms": 20, "batch.num.messages": 10000}
-    producer = make_producer(settings, **fast)
+    producer = producer or recording_producer(settings)
     for m in messages:
         while True:
             try:

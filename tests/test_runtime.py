@@ -40,6 +40,7 @@ from tests.processors import (
     make_stream,
     produce_recording,
     read_committed,
+    recording_producer,
     runtime_specs,
     wait_committed,
 )
@@ -168,13 +169,20 @@ def test_idle_input_is_paused_and_what_trickles_in_later_is_processed_once(
         wait_committed(settings, config.group, "market", ends_of(stream[:800]),
                        alive=running.alive)
         partitions = sorted(ends_of(stream))
-        deadline = time.monotonic() + 10
-        while running.worker.idle_paused() != partitions:  # probes resume them for a moment
-            assert running.alive() and time.monotonic() < deadline, running.worker.idle_paused()
-            time.sleep(0.001)
+        worker = running.worker
+
+        def paused_after(events: int) -> None:
+            deadline = time.monotonic() + 10
+            # probes resume the partitions for a moment: look until they are all paused
+            while worker.metrics.events_in < events or worker.idle_paused() != partitions:
+                assert running.alive() and time.monotonic() < deadline, worker.idle_paused()
+                time.sleep(0.001)
+
+        paused_after(800)
+        trickle = recording_producer(settings)
         for start in range(800, len(stream), 50):
-            produce_recording(settings, stream[start:start + 50])
-            time.sleep(0.03)  # quiet: the partitions are read to their end and paused again
+            produce_recording(settings, stream[start:start + 50], trickle)
+            paused_after(start + 50)  # read to their end and paused again
         wait_committed(settings, config.group, "market", ends_of(stream), alive=running.alive)
     finally:
         running.stop()
