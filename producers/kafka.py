@@ -54,6 +54,16 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None,
     return Producer(_with_logger(conf))
 
 
+def command_producer(settings: Settings) -> Producer:
+    """An acks=all producer for a few one-off messages (a command, limit changes), without
+    idempotence: an idempotent producer waits about 0.5 s for its producer id before its
+    first delivery (librdkafka asks on a timer while no connection is up yet), time a kill
+    switch should not lose. Idempotence would only keep out a retried copy, and each of
+    these messages carries an event id of its own that readers drop as a repeat."""
+    no_idempotence: dict[str, Any] = {"enable.idempotence": False}
+    return make_producer(settings, **no_idempotence)
+
+
 # librdkafka prefetches up to 100,000 messages per partition by default and fetches again
 # as soon as a response comes back; a broker that does not hold empty fetch responses for
 # fetch.wait.max.ms (the embedded one answers at once) then keeps the fetcher in a tight

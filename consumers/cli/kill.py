@@ -37,7 +37,7 @@ def publish_command(ctx: Context, what: str, default_reason: str) -> int:
 
     from pydantic import ValidationError
 
-    from producers.kafka import DeliveryTracker, flush_all, make_producer
+    from producers.kafka import DeliveryTracker, command_producer, flush_all
     from schemas.codec import describe_validation_error, encode
     from schemas.control import StateCommand, TradingStateCommand
     from schemas.ids import content_event_id
@@ -62,7 +62,7 @@ def publish_command(ctx: Context, what: str, default_reason: str) -> int:
         raise CliError(describe_validation_error(exc), 2) from None
     settings = require_topic(ctx, TOPIC)
     topic = settings.topic(TOPIC)
-    producer = make_producer(settings)
+    producer = command_producer(settings)
     tracker = DeliveryTracker()
     producer.produce(topic, key=cmd.scope.encode(), value=encode(cmd),
                      on_delivery=tracker.on_delivery)

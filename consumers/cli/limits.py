@@ -132,10 +132,10 @@ def read_topic(settings: Settings) -> tuple[dict[str, LimitConfig], int]:
 
 
 def _publish(ctx: Context, settings: Settings, configs: list[LimitConfig]) -> None:
-    from producers.kafka import DeliveryTracker, flush_all, make_producer
+    from producers.kafka import DeliveryTracker, command_producer, flush_all
     from schemas.codec import encode
 
-    producer = make_producer(settings)
+    producer = command_producer(settings)
     tracker = DeliveryTracker()
     name = settings.topic(TOPIC)
     for cfg in configs:
