@@ -29,7 +29,7 @@ from schemas.control import (
     TradingStateCommand,
 )
 from schemas.orders import ExecType, ExecutionReport, OrderCancel, OrderNew, OrderReplace
-from schemas.outputs import InstrumentRisk
+from schemas.outputs import SCOPE_FIGURES, InstrumentRisk
 
 S = 1_000_000_000
 _ids = itertools.count()
@@ -279,6 +279,60 @@ def test_an_account_moved_to_another_desk_withdraws_from_the_old_one_once(
                     "ScopeContribution")
     assert later and {(c.scope, c.withdrawn) for c in later} == {("desk:E", False),
                                                                   ("firm:F", False)}
+
+
+_DESKS = ("desk:D1", "desk:D2", "desk:D3")
+
+
+@st.composite
+def _moves(draw: st.DrawFn) -> list[tuple[str, str, str | None]]:
+    """Trades of accounts A and B mixed with moves: an account to another desk (or none),
+    a desk to another firm (or none)."""
+    steps: list[tuple[str, str, str | None]] = []
+    for _ in range(draw(st.integers(1, 25))):
+        kind = draw(st.sampled_from(["trade", "trade", "account", "desk"]))
+        if kind == "trade":
+            steps.append(("trade", draw(st.sampled_from(["A", "B"])), None))
+        elif kind == "account":
+            steps.append(("account", f"account:{draw(st.sampled_from(['A', 'B']))}",
+                          draw(st.sampled_from([*_DESKS, None]))))
+        else:
+            steps.append(("desk", draw(st.sampled_from(_DESKS)),
+                          draw(st.sampled_from(["firm:F1", "firm:F2", None]))))
+    return steps
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_moves())
+def test_every_scope_sums_exactly_the_accounts_that_last_said_they_belong_to_it(
+        steps: list[tuple[str, str, str | None]]) -> None:
+    """Through both stages (order worker, then scope stage): whatever the moves, each desk
+    and firm counts an account exactly when the account's latest AccountRisk named it, with
+    that AccountRisk's gross exposure."""
+    from engine.scope_risk import ScopeRiskProcessor
+
+    orders, scopes = OrderRiskProcessor(), ScopeRiskProcessor()
+    orders.process(irisk("AAPL", 0, 100.0))
+    named: dict[str, tuple[set[str], float]] = {}  # account -> (its scopes, gross exposure)
+    for i, (kind, who, parent) in enumerate(steps):
+        ts = (i + 1) * S
+        if kind != "trade":
+            orders.process(limit_config(who, parent=parent, ts=ts))
+            continue
+        out = run(orders, [order(who, cl=f"c{i}", qty=1, ts=ts),
+                           fill(f"c{i}", who, qty=1, ts=ts + 1)])
+        for c in of_type(out, "ScopeContribution"):
+            scopes.process(c)
+        risk = of_type(out, "AccountRisk")[-1]
+        named[who] = ({f"desk:{risk.desk}"} if risk.desk else set()) | (
+            {f"firm:{risk.firm}"} if risk.firm else set()), risk.gross_exposure
+    for scope, agg in scopes.scopes.items():
+        members = {a for a, m in agg.members.items() if not m.withdrawn}
+        assert members == {a for a, (where, _) in named.items() if scope in where}, scope
+        assert agg.totals[SCOPE_FIGURES.index("gross_exposure")] == pytest.approx(
+            sum(named[a][1] for a in members))
+    for account, (where, _) in named.items():
+        assert where <= scopes.scopes.keys(), account
 
 
 def test_duplicate_execution_reports_change_nothing(proc: OrderRiskProcessor) -> None:
