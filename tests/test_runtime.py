@@ -182,7 +182,7 @@ def test_idle_input_is_paused_and_what_trickles_in_later_is_processed_once(
         trickle = recording_producer(settings)
         for start in range(800, len(stream), 50):
             produce_recording(settings, stream[start:start + 50], trickle)
-            paused_after(start + 50)  # read to their end and paused again
+            paused_after(min(start + 50, len(stream)))  # read to their end, paused again
         wait_committed(settings, config.group, "market", ends_of(stream), alive=running.alive)
     finally:
         running.stop()
