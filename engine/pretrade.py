@@ -482,6 +482,10 @@ def check_positions(g: GateInput, group: Group, change: ExposureChange) -> list[
     return out
 
 
+def _has_position_limit(g: GateInput, group: Group) -> bool:
+    return any(not g.limit(metric, group).empty for metric, _, _ in _POSITION_MEASURES)
+
+
 def check_credit(g: GateInput, change: ExposureChange) -> Finding | None:
     lim = g.limit("credit", "account")
     if lim.empty:
@@ -575,8 +579,11 @@ def evaluate(g: GateInput) -> GateResult:
     if g.px is not None:
         account = result.account_change = account_exposure_change(g)
         findings.extend(check_positions(g, "account", account))
-        findings.extend(check_positions(g, "strategy", strategy_exposure_change(g)))
-        findings.extend(check_positions(g, "instrument", instrument_exposure_change(g)))
+        # a group's exposure change is worked out only when the group has a position limit
+        if _has_position_limit(g, "strategy"):
+            findings.extend(check_positions(g, "strategy", strategy_exposure_change(g)))
+        if _has_position_limit(g, "instrument"):
+            findings.extend(check_positions(g, "instrument", instrument_exposure_change(g)))
         findings.append(check_credit(g, account))
     findings.append(check_self_cross(g))
     findings.append(check_trading_state(g))

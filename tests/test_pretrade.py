@@ -231,6 +231,22 @@ def test_short_gross_net_and_group_measures() -> None:
     assert inst.after.short == pytest.approx(20_000.0)
 
 
+@pytest.mark.parametrize("group", ["account", "strategy", "instrument"])
+def test_a_position_limit_of_one_group_alone_is_checked_by_the_gate(group: str) -> None:
+    """The gate works a group's exposure change out only when that group has a position
+    limit: one on the strategy or the instrument alone must still bind."""
+    def only(metric: str, asked: str) -> EffectiveLimit:
+        if (metric, asked) == ("gross_exposure", group):
+            return EffectiveLimit(None, 15_000.0, None, f"{group}:X")
+        return NO_LIMIT
+
+    result = evaluate(gate(view(qty=200), book=book_with(0), lim=only))
+    assert [(f.result.code, f.metric) for f in result.failures] == [
+        ("POSITION_LIMIT", "gross_exposure")]
+    assert group in result.failures[0].result.message
+    assert evaluate(gate(view(qty=100), book=book_with(0), lim=only)).accepted
+
+
 def test_replace_swaps_the_old_order_out() -> None:
     book = book_with()
     old = OpenOrder("o1", "AAPL", Side.BUY, 100, 100.0, "s1", 0)
