@@ -518,6 +518,17 @@ def test_output_owner_names_the_account_or_none(proc: OrderRiskProcessor) -> Non
     assert ("TradingStateChanged", None) in owners and ("LimitConfig", None) in owners
 
 
+def test_a_command_delivered_twice_acts_once(proc: OrderRiskProcessor) -> None:
+    """`streamrisk kill` publishes without idempotence (producers.kafka.command_producer): a
+    retried copy carries the same event id and must change nothing."""
+    proc.process(order(cl="c1"))
+    kill = command("account:A", ts=2 * S)
+    first = proc.process(kill)
+    assert {o.value.type for o in first} >= {"TradingStateChanged", "MassCancel"}
+    assert proc.process(kill) == []
+    assert proc.accounts["A"].machine.state.value == "halted"
+
+
 # --- property: the gate is what the decision says ---------------------------------------------
 
 
