@@ -103,7 +103,10 @@ TradingStateChanged, audit echoes, rejections of commands and limit changes) com
 table events every worker applies alike. Exactly one copy is published: by the worker that
 holds input partition 0 (in that partition's transaction), and only for table events read
 after the worker started: those read while bootstrapping the tables were published when
-they happened. Others are counted in `scope_outputs_dropped`. Owned outputs go to the
+they happened. While partition 0 is held here but not active yet (restoring, seeking, or
+parked between a revoke and the next assignment) they wait for it, so a command that
+arrives during a rebalance still gets its record; if partition 0 goes elsewhere they are
+dropped. Dropped ones are counted in `scope_outputs_dropped`. Owned outputs go to the
 transaction of the partition that holds their owner.
 """
 
@@ -304,6 +307,9 @@ class Worker:
         self._owner = getattr(processor, "output_owner", None)
         self._bootstrapping = False
         self.scope_outputs_dropped = 0
+        self._unowned_waiting: list[Emitted] = []
+        """Outputs nobody owns, caused while partition 0 was held here but not yet active
+        (restoring, seeking, or parked during a rebalance): published once it is."""
         self._aligned: frozenset[str] = frozenset()
         self.join: TableJoin[_Held] | None = self._make_join()
         self._hold_paused: list[TopicPartition] = []
@@ -585,6 +591,18 @@ class Worker:
         for out in self.runner.apply_table(topic, value):
             self._route(out, self._bootstrapping)
 
+    def _settle_unowned(self, holding_zero: bool) -> None:
+        """Partition 0 became active here (publish what waited for it) or went elsewhere
+        (its new holder did not see those table events as its own: dropped)."""
+        waiting, self._unowned_waiting = self._unowned_waiting, []
+        log.info("%s %s output(s) of table events that waited for partition 0",
+                 "publishing" if holding_zero else "dropping", len(waiting))
+        if not holding_zero:
+            self.scope_outputs_dropped += len(waiting)
+            return
+        for out in waiting:
+            self._route(out)
+
     def _route(self, out: Emitted, history: bool = False) -> None:
         """Publish an output not caused by an input message: in the transaction of the
         partition owning it (or any active partition); see the module docstring for outputs
@@ -597,7 +615,11 @@ class Worker:
             owner = self._owner(Output(out.topic, out.key or "", value))
             if owner is None:
                 zero = self._parts.get(0)
-                if history or zero is None or zero.status != ACTIVE:
+                if not history and (0 in self._parked
+                                    or (zero is not None and zero.status != ACTIVE)):
+                    self._unowned_waiting.append(out)
+                    return
+                if history or zero is None:
                     self.scope_outputs_dropped += 1
                     return
                 partition = 0
@@ -1044,6 +1066,8 @@ class Worker:
         consumer.resume([tp])
         state.status = ACTIVE
         self._seeking.discard(partition)
+        if partition == 0 and self._unowned_waiting:
+            self._settle_unowned(True)
         seconds = time.perf_counter() - state.restore_started
         log.debug("partition %s restored: %s keys in %.3f s, resuming at %s",
                   partition, state.restored_keys, seconds, state.position)
@@ -1141,6 +1165,10 @@ class Worker:
         for partition in list(self._parked):
             del self._parked[partition]
             self._drop(partition)
+        if self._unowned_waiting and 0 not in self._parts:
+            self._settle_unowned(False)
+        elif self._unowned_waiting and self._parts[0].status == ACTIVE:  # kept
+            self._settle_unowned(True)
         if restore:
             consumer.pause([TopicPartition(self.input_full, p) for p in restore])
             self._pending.update(restore)
