@@ -1201,6 +1201,8 @@ class Worker:
                 self._parked[partition] = state
             else:
                 self._drop(partition)
+        if self._unowned_waiting and 0 in mine and 0 not in self._parked:
+            self._settle_unowned(False)  # partition 0 is given up for good
         if self._cooperative:
             consumer.incremental_unassign(partitions)
         else:
@@ -1221,6 +1223,8 @@ class Worker:
                 self._parts.pop(tp.partition, None)
                 self._parked.pop(tp.partition, None)
                 self._drop(tp.partition)
+                if tp.partition == 0 and self._unowned_waiting:
+                    self._settle_unowned(False)
         if self._cooperative:
             consumer.incremental_unassign(partitions)
         else:
