@@ -591,13 +591,22 @@ class Worker:
         for out in self.runner.apply_table(topic, value):
             self._route(out, self._bootstrapping)
 
-    def _settle_unowned(self, holding_zero: bool) -> None:
-        """Partition 0 became active here (publish what waited for it) or went elsewhere
-        (its new holder did not see those table events as its own: dropped)."""
+    def _zero_not_active_yet(self) -> bool:
+        """Partition 0 is held here but restoring or seeking, or parked in a rebalance."""
+        zero = self._parts.get(0)
+        return 0 in self._parked or (zero is not None and zero.status != ACTIVE)
+
+    def _settle_unowned(self) -> None:
+        """After partition 0 changed here: publish what waited for it once it is active,
+        drop it once partition 0 is neither held nor parked (its next holder did not see
+        those table events as its own); otherwise keep waiting."""
+        if not self._unowned_waiting or self._zero_not_active_yet():
+            return
+        active = 0 in self._parts  # held here and not "not active yet": active
         waiting, self._unowned_waiting = self._unowned_waiting, []
         log.info("%s %s output(s) of table events that waited for partition 0",
-                 "publishing" if holding_zero else "dropping", len(waiting))
-        if not holding_zero:
+                 "publishing" if active else "dropping", len(waiting))
+        if not active:
             self.scope_outputs_dropped += len(waiting)
             return
         for out in waiting:
@@ -614,12 +623,10 @@ class Worker:
             value = decode(out.value, max(len(out.value), self.settings.max_message_bytes))
             owner = self._owner(Output(out.topic, out.key or "", value))
             if owner is None:
-                zero = self._parts.get(0)
-                if not history and (0 in self._parked
-                                    or (zero is not None and zero.status != ACTIVE)):
+                if not history and self._zero_not_active_yet():
                     self._unowned_waiting.append(out)
                     return
-                if history or zero is None:
+                if history or 0 not in self._parts:
                     self.scope_outputs_dropped += 1
                     return
                 partition = 0
@@ -1066,8 +1073,7 @@ class Worker:
         consumer.resume([tp])
         state.status = ACTIVE
         self._seeking.discard(partition)
-        if partition == 0 and self._unowned_waiting:
-            self._settle_unowned(True)
+        self._settle_unowned()
         seconds = time.perf_counter() - state.restore_started
         log.debug("partition %s restored: %s keys in %.3f s, resuming at %s",
                   partition, state.restored_keys, seconds, state.position)
@@ -1165,10 +1171,7 @@ class Worker:
         for partition in list(self._parked):
             del self._parked[partition]
             self._drop(partition)
-        if self._unowned_waiting and 0 not in self._parts:
-            self._settle_unowned(False)
-        elif self._unowned_waiting and self._parts[0].status == ACTIVE:  # kept
-            self._settle_unowned(True)
+        self._settle_unowned()  # partition 0 kept, restoring, or gone
         if restore:
             consumer.pause([TopicPartition(self.input_full, p) for p in restore])
             self._pending.update(restore)
@@ -1201,8 +1204,7 @@ class Worker:
                 self._parked[partition] = state
             else:
                 self._drop(partition)
-        if self._unowned_waiting and 0 in mine and 0 not in self._parked:
-            self._settle_unowned(False)  # partition 0 is given up for good
+        self._settle_unowned()  # partition 0 given up for good, unless parked
         if self._cooperative:
             consumer.incremental_unassign(partitions)
         else:
@@ -1223,8 +1225,7 @@ class Worker:
                 self._parts.pop(tp.partition, None)
                 self._parked.pop(tp.partition, None)
                 self._drop(tp.partition)
-                if tp.partition == 0 and self._unowned_waiting:
-                    self._settle_unowned(False)
+        self._settle_unowned()
         if self._cooperative:
             consumer.incremental_unassign(partitions)
         else:
