@@ -180,6 +180,7 @@ repetitions on the embedded broker: processed past it, committed past it, never 
 With pausing switched off on the same version, none of 30; with 2.16.0 and pausing on, none
 of 30."""
 
+
 @functools.cache
 def _pausing_is_safe() -> bool:
     """This librdkafka is at least `IDLE_PAUSE_MIN_LIBRDKAFKA`; if not, says so once in the
