@@ -46,6 +46,9 @@ class ProfileDefaults(BaseModel):
     message_timeout_ms: int
 
 
+TRANSACTIONAL_LINGER_MS = 100
+"""linger.ms of transactional producers (see `Settings.producer_config`)."""
+
 # session.timeout.ms below 6000 belongs to the test profile only (DESIGN.md section 6).
 # noida-db never completes cooperative-sticky assignment, so embedded and test use range.
 PROFILES: dict[str, ProfileDefaults] = {
@@ -208,6 +211,11 @@ class Settings(BaseSettings):
         if transactional_id:
             conf["transactional.id"] = transactional_id
             conf["transaction.timeout.ms"] = p.transaction_timeout_ms
+            # Read-committed readers see nothing before the commit, and commit_transaction
+            # sends whatever is lingering at once: a longer linger delays no one, and a
+            # worker's eight partition producers send a few large requests per checkpoint
+            # instead of one small one every 5 ms each (Kafka Streams uses 100 ms too).
+            conf["linger.ms"] = TRANSACTIONAL_LINGER_MS
         conf.update(self.kafka_overrides)
         return conf
 
