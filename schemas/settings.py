@@ -12,11 +12,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.codec import DEFAULT_MAX_MESSAGE_BYTES
-from schemas.topics import DEFAULT_PREFIX
+from schemas.topics import CATALOGUE, DEFAULT_PREFIX
 
 Profile = Literal["test", "embedded", "production"]
 Guarantee = Literal["exactly-once", "at-least-once"]
@@ -45,6 +45,11 @@ class ProfileDefaults(BaseModel):
     transaction_timeout_ms: int
     message_timeout_ms: int
 
+
+URGENT_TOPICS = ("risk.alerts", "risk.breaches", "risk.decisions", "risk.states")
+"""What a desk acts on: committed as soon as produced (`WorkerSettings.urgent_topics`)."""
+OUTPUT_TOPICS = frozenset(spec.name for spec in CATALOGUE
+                          if spec.name.startswith("risk.") or spec.name == "dlq")
 
 TRANSACTIONAL_LINGER_MS = 100
 """linger.ms of transactional producers (see `Settings.producer_config`)."""
@@ -130,6 +135,21 @@ class WorkerSettings(BaseModel):
         default=2000, ge=1, le=3_600_000,
         description="nothing arrived for this long, and every table read to its end: "
                     "held events are released (end of a replay)")
+    urgent_topics: list[str] = Field(
+        default_factory=lambda: list(URGENT_TOPICS),
+        description="exactly-once: an input partition that produced a message to one of "
+                    "these topics is committed at the end of that batch, not at the next "
+                    "commit_interval_ms, unless the worker is behind (a full batch). "
+                    "[]: every output waits for the interval")
+
+    @field_validator("urgent_topics")
+    @classmethod
+    def _known_outputs(cls, topics: list[str]) -> list[str]:
+        unknown = [t for t in topics if t not in OUTPUT_TOPICS]
+        if unknown:
+            raise ValueError(f"not output topics: {', '.join(unknown)} "
+                             f"(choose from {', '.join(sorted(OUTPUT_TOPICS))})")
+        return topics
 
 
 class Settings(BaseSettings):

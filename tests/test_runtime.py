@@ -190,6 +190,39 @@ def test_idle_input_is_paused_and_what_trickles_in_later_is_processed_once(
     assert_same(read_committed(settings, OUTPUTS), expected(stream))
 
 
+def test_urgent_outputs_are_committed_without_waiting_for_the_interval(
+        settings: Settings) -> None:
+    """Alerts (`worker.urgent_topics`) commit their input partition's transaction at the
+    end of their batch: read-committed readers get every one while the 10-minute interval
+    keeps the partitions without an alert uncommitted. The final outputs are the driver's."""
+    import time
+
+    assert "risk.alerts" in settings.worker.urgent_topics
+    stream = make_stream(1200, symbols=12, seed=11, max_message_bytes=CAP)
+    reference = expected(stream, CountingProcessor(alert_move=0.015))
+    alerts = [out for out in reference if out[0] == "risk.alerts"]
+    alerting = {m.partition for m in stream if m.key in {key for _, key, _ in alerts}}
+    quiet = set(ends_of(stream)) - alerting
+    assert alerts and quiet  # this seed: 13 alerts from partitions 0, 1, 3, 4 and 5
+    produce_recording(settings, stream)
+    processor = CountingProcessor(alert_move=0.015)
+    config = WorkerConfig.from_settings(settings, processor, commit_interval_ms=600_000,
+                                        commit_interval_events=1_000_000)
+    running = Background(Worker(processor, settings, config))
+    try:
+        deadline = time.monotonic() + 60
+        while running.worker.metrics.events_in < len(stream):
+            assert running.alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert_same(read_committed(settings, ["risk.alerts"], timeout_s=30), alerts)
+        committed = committed_offsets(settings, config.group, "market")
+        assert all(committed[p] < 0 for p in quiet), committed
+        assert all(committed[p] > 0 for p in alerting), committed
+    finally:
+        running.stop()
+    assert_same(read_committed(settings, OUTPUTS), reference)
+
+
 def test_at_least_once_without_crashes_equals_the_driver(make_settings: Callable[..., Settings],
                                                         ) -> None:
     settings = make_settings(max_message_bytes=CAP,

@@ -30,6 +30,7 @@ from tests.processors import (
     expire_dead_member,
     produce_recording,
     read_committed,
+    recording_producer,
     runtime_specs,
     wait_committed,
 )
@@ -150,6 +151,34 @@ def test_a_crash_long_after_the_last_snapshot_replays_the_input_since(
         time.sleep(0.1)
     first.kill()
     assert committed_total(settings, group_of(settings)) < len(stream)
+    second = spawn(settings, "--instance-id", "w1")
+    wait_committed(settings, group_of(settings), "market", ends_of(stream), timeout_s=120,
+                   alive=second.alive)
+
+
+def test_a_crash_after_urgent_commits_replays_from_their_marks(
+        settings: Settings, stream: tuple[RecordedMessage, ...],
+        reference: dict[tuple[str, str | None], list[object]],
+        spawn: Callable[..., WorkerProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a 10-minute interval, the only commits are urgent ones: a batch that raised an
+    alert commits its partition at once (`worker.urgent_topics`), the first time with a
+    snapshot of its keys and a replay mark. Input trickles in, so the worker keeps up and
+    its batches stay short. After a kill -9 the next worker restores those snapshots,
+    replays from the marks, and the outputs are the in-process run's."""
+    monkeypatch.setenv("STREAMRISK_WORKER__COMMIT_INTERVAL_EVENTS", "1000000")
+    first = spawn(settings, "--instance-id", "w1", commit_interval_ms=600_000)
+    trickle = recording_producer(settings)
+    deadline = time.monotonic() + 60
+    for start in range(0, 12_000, 400):
+        produce_recording(settings, stream[start:start + 400], trickle)
+        # the first chunk waits for a commit: the worker is up, and the rest trickles in
+        # while it keeps up (a backlog would be worked through in full batches)
+        while committed_total(settings, group_of(settings)) == 0:
+            assert first.alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.05)
+    first.kill()
+    produce_recording(settings, stream[12_000:], trickle)
     second = spawn(settings, "--instance-id", "w1")
     wait_committed(settings, group_of(settings), "market", ends_of(stream), timeout_s=120,
                    alive=second.alive)

@@ -30,7 +30,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -105,6 +105,10 @@ class _Buffered:
         self.send_failures: dict[int, SinkError] = {}
         """Partitions whose producer refused messages (fenced, fatal): reported by the next
         commit, which must not commit their transaction."""
+        self.urgent_topics: frozenset[str] = frozenset()
+        """Full names of the topics whose messages make their partition `urgent`."""
+        self.urgent: set[int] = set()
+        """Partitions that sent a message to an urgent topic since their last commit."""
 
     def _producer_for(self, partition: int) -> Producer:
         raise NotImplementedError
@@ -142,9 +146,12 @@ class _Buffered:
                     self.send_failures.setdefault(partition, self._classify(partition, exc))
                 buffer.clear()
                 self.touched.add(partition)
+                if topic in self.urgent_topics:
+                    self.urgent.add(partition)
 
     def drop_buffered(self, partition: int) -> None:
         self._buffers.pop(partition, None)
+        self.urgent.discard(partition)
 
 
 class _Hung(Exception):
@@ -307,6 +314,7 @@ class TransactionalSink(_Buffered):
         self._producers.clear()
         self._buffers.clear()
         self.touched.clear()
+        self.urgent.clear()
         self.send_failures.clear()
         self.broker_lost.clear()
         return partitions
@@ -365,15 +373,25 @@ class TransactionalSink(_Buffered):
         """Nothing to do: the transaction makes outputs and snapshots atomic."""
 
     def commit(self, offsets: Mapping[int, list[TopicPartition]], consumer: Consumer,
-               ) -> dict[int, SinkError]:
-        """Commit the transaction of every partition in `offsets` or `touched`, each with its
-        input offsets. Returns the partitions that failed; the others begin a new one."""
+               only: Collection[int] | None = None) -> dict[int, SinkError]:
+        """Commit the transaction of every partition in `offsets` or `touched` (of those in
+        `only`, when given: the others stay open), each with its input offsets. Returns the
+        partitions that failed; the others begin a new one."""
         self.send()
-        failures = dict(self.send_failures)
-        self.send_failures.clear()
-        partitions = sorted((set(offsets) | (self.touched & self._producers.keys()))
-                            - failures.keys())
-        self.touched.clear()
+        if only is None:
+            failures = dict(self.send_failures)
+            self.send_failures.clear()
+            wanted = set(offsets) | (self.touched & self._producers.keys())
+        else:
+            failures = {p: self.send_failures.pop(p) for p in only if p in self.send_failures}
+            wanted = (set(offsets) | self.touched) & self._producers.keys() & set(only)
+        partitions = sorted(wanted - failures.keys())
+        if only is None:
+            self.touched.clear()
+            self.urgent.clear()
+        else:
+            self.touched -= wanted | failures.keys()
+            self.urgent -= wanted | failures.keys()
         if not partitions:
             return failures
         metadata = consumer.consumer_group_metadata()
@@ -510,7 +528,9 @@ class AtLeastOnceSink(_Buffered):
             raise SinkError("abort", "delivery failed: " + "; ".join(self.tracker.errors[-3:]))
 
     def commit(self, offsets: Mapping[int, list[TopicPartition]], consumer: Consumer,
-               ) -> dict[int, SinkError]:
+               only: Collection[int] | None = None) -> dict[int, SinkError]:
+        """Flush every output (`only` makes no difference: one producer sends them all, and
+        each is visible once sent), then commit `offsets`."""
         partitions = set(offsets) | self.touched
         self.touched.clear()
         try:

@@ -15,6 +15,12 @@ Failure semantics (exactly-once, the default)
   (`send_offsets_to_transaction`). Readers of outputs read committed, so they see all of a
   checkpoint or nothing of it. Each partition has its own transactional producer (see
   `consumers.runtime.sink`): whoever owns p next fences the previous owner.
+* Urgent outputs (`worker.urgent_topics`: alerts, breaches, decisions, state changes by
+  default) do not wait for the interval: a partition whose open transaction holds one is
+  checkpointed at the end of that batch (offsets and all, alone), so read-committed readers
+  see it milliseconds after its event while everything else is committed every
+  `commit_interval_ms`. Only when the batch was not full: a worker that is behind works
+  through its backlog at the interval's pace.
 * State is snapshotted less often than that (`snapshot_interval_ms`, 1 s by default):
   pickling every changed key at every 20 ms checkpoint cost more than the events
   themselves. At the first checkpoint after the interval, the transaction also holds a
@@ -189,6 +195,11 @@ class WorkerConfig:
     """Static group membership (`group.instance.id`): a worker restarted with the same id
     gets its partitions back without a rebalance. A static member does not leave the group
     on close, so its partitions move only after the session timeout."""
+    urgent_topics: tuple[str, ...] = ()
+    """Outputs a desk acts on (catalogue names): exactly-once, a partition that produced one
+    is committed at the end of the batch instead of at the next interval, whenever that
+    batch did not fill `batch_size` (the worker is keeping up; behind, the interval
+    stands)."""
     freeze_state: bool = True
     """Once tables and restores are done, move every object alive to the garbage
     collector's permanent generation (`gc.freeze`): the models, books and tables a worker
@@ -206,7 +217,8 @@ class WorkerConfig:
             "commit_interval_ms": w.commit_interval_ms,
             "commit_interval_events": w.commit_interval_events,
             "snapshot_interval_ms": w.snapshot_interval_ms, "batch_size": w.batch_size,
-            "dedup_per_key": w.dedup_per_key, "out_of_range_policy": w.out_of_range_policy}
+            "dedup_per_key": w.dedup_per_key, "out_of_range_policy": w.out_of_range_policy,
+            "urgent_topics": tuple(w.urgent_topics)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -366,6 +378,8 @@ class Worker:
                     self._checkpoint_and_recover()
                     if self.exit_when_caught_up and self._caught_up():
                         self._stopping = True
+                elif len(messages) < self.config.batch_size:
+                    self._commit_urgent()
         except BaseException:
             self._failed = True
             raise
@@ -396,6 +410,8 @@ class Worker:
         base = f"{settings.topic_prefix}{self.processor.name}.{self.config.group}"
         self._sink = (TransactionalSink(settings, base)
                       if self.config.guarantee == "exactly-once" else AtLeastOnceSink(settings))
+        if self._sink.exactly_once:  # at-least-once outputs are visible once sent anyway
+            self._sink.urgent_topics = frozenset(self._names[t] for t in self.config.urgent_topics)
         self._restorer = ChangelogReader(settings, self.changelog_full)
         if self._tables:
             counts = {settings.topic(t): len(topics[settings.topic(t)].partitions)
@@ -775,10 +791,29 @@ class Worker:
                 or (time.monotonic() - self._last_checkpoint) * 1000
                 >= self.config.commit_interval_ms)
 
-    def _checkpoint_and_recover(self, final: bool = False) -> None:
-        active = [p for p, st in self._parts.items() if st.status == ACTIVE]
+    def _commit_urgent(self) -> None:
+        """Commit now the active partitions whose transaction holds an urgent output (see
+        `WorkerConfig.urgent_topics`); the others wait for the interval."""
+        sink = self._sink
+        assert sink is not None
+        if not sink.urgent_topics:
+            return
+        sink.send()
+        parts = self._parts
+        urgent = [p for p in sorted(sink.urgent)
+                  if p in parts and parts[p].status == ACTIVE]
+        if urgent:
+            self._checkpoint_and_recover(only=urgent)
+
+    def _checkpoint_and_recover(self, final: bool = False, only: list[int] | None = None,
+                                ) -> None:
+        """Checkpoint every active partition, or those in `only` (an urgent commit, which
+        leaves the interval's clock alone); a failed partition goes back to its last
+        checkpoint."""
+        active = only if only is not None else [p for p, st in self._parts.items()
+                                                if st.status == ACTIVE]
         # a last snapshot spares whoever restores these partitions next a replay
-        failures = self._checkpoint(active, snapshot=final)
+        failures = self._checkpoint(active, snapshot=final, urgent=only is not None)
         if (failures and not final and isinstance(self._sink, TransactionalSink)
                 and self._sink.broker_lost.is_set()):
             self._broker_lost()
@@ -796,13 +831,15 @@ class Worker:
             self._rewind(partition, error)
 
     def _checkpoint(self, partitions: list[int], *, snapshot: bool = False,
-                    ) -> dict[int, SinkError]:
+                    urgent: bool = False) -> dict[int, SinkError]:
         """Commit the outputs and input offsets of `partitions`; when `snapshot` is asked for
         or `snapshot_interval_ms` has passed, with a snapshot of their dirty keys and a
-        replay mark at their position."""
+        replay mark at their position. `urgent`: only these partitions, between intervals
+        (the interval's clocks stay; snapshots only where they cannot wait)."""
         now = time.monotonic()
-        self._events_since_checkpoint = 0
-        self._last_checkpoint = now
+        if not urgent:
+            self._events_since_checkpoint = 0
+            self._last_checkpoint = now
         sink, consumer = self._sink, self._consumer
         assert sink is not None and consumer is not None
         start = time.perf_counter()
@@ -810,15 +847,17 @@ class Worker:
         parts = self._parts
         # A partition without a committed replay mark snapshots before its offsets move on
         # (its changelog is as of its committed offset: written before marks existed, or
-        # nothing yet).
-        snapshot = (snapshot or now - self._last_snapshot >= self._snapshot_every_s
+        # nothing yet). Workers with side tables snapshot whenever offsets move.
+        due = now - self._last_snapshot >= self._snapshot_every_s
+        snapshot = (snapshot or (due and (not urgent or self._snapshot_every_s == 0))
                     or any(parts[p].marked < 0 for p in partitions))
         # A partition still replaying after a restore writes no snapshot (its state is
         # behind what it published): its keys wait for the first round after the replay.
         snapping = ({p for p in partitions if parts[p].position >= parts[p].replay_until}
                     if snapshot else set())
         if snapping:
-            self._last_snapshot = now
+            if not urgent:  # the interval's round: the other partitions' keys went too
+                self._last_snapshot = now
             dirty = self.runner.take_dirty()
         else:
             dirty = set()
@@ -853,7 +892,7 @@ class Worker:
                                             and state.position == state.committed)):
                 offsets[partition] = [TopicPartition(self.input_full, partition,
                                                      state.position)]
-        failures = sink.commit(offsets, consumer)
+        failures = sink.commit(offsets, consumer, only=partitions if urgent else None)
         for partition in partitions:
             if partition not in failures:
                 state = parts[partition]
