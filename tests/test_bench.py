@@ -29,6 +29,36 @@ from schemas.market import Quote
 from schemas.settings import load_settings
 
 
+def test_a_timed_out_wait_names_each_process_last_line_and_keeps_its_log(
+        tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from consumers.bench.cluster import BenchError, ChildProcess, wait_for
+
+    class Sleeper(ChildProcess):
+        def __init__(self) -> None:
+            self.log = tmp_path / "sleeper.log"
+            self.log.write_text("starting\nassigned [0, 1]: restoring [0]\n")
+            self.label = "worker sleeper"
+            self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+
+    sleeper = Sleeper()
+    try:
+        with pytest.raises(BenchError) as raised:
+            wait_for(lambda: False, 0.05, "a repetition to be committed", [sleeper])
+    finally:
+        sleeper.kill()
+    message = str(raised.value)
+    assert "\n" not in message  # one line for the CLI
+    assert "waiting for a repetition to be committed" in message
+    assert "worker sleeper: assigned [0, 1]: restoring [0]" in message
+    kept = Path(message.rsplit("logs kept in ", 1)[1].rstrip(")"))
+    assert (kept / "sleeper.log").read_text() == sleeper.log.read_text()
+    shutil.rmtree(kept)
+
+
 def test_balanced_partitions_spread_the_load_and_pin_each_key() -> None:
     counts = Counter({f"K{i}": 10 + i for i in range(30)})
     where = balanced_partitions(counts, 8)

@@ -11,9 +11,11 @@ started, without a worker joining the group in the middle of a measurement.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -190,13 +192,30 @@ def workers(settings: Settings, kind: str, count: int, workdir: Path, tag: str,
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
              procs: Sequence[ChildProcess] = (), poll_s: float = 0.02) -> None:
+    """Until `condition()`; BenchError when a process exits or `timeout_s` runs out (then
+    with each process's last log line, and its logs copied out of the benchmark's
+    temporary directory, which is deleted on the way out)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         for p in procs:
             p.check()
         if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout_s:g} s waiting for {what}")
+            raise BenchError(f"timed out after {timeout_s:g} s waiting for {what}"
+                             + _kept_logs(procs))
         time.sleep(poll_s)
+
+
+def _kept_logs(procs: Sequence[ChildProcess]) -> str:
+    if not procs:
+        return ""
+    kept = Path(tempfile.mkdtemp(prefix="streamrisk-bench-logs-"))
+    last = []
+    for p in procs:
+        if p.log.exists():
+            shutil.copy(p.log, kept / p.log.name)
+            lines = p.log.read_text(errors="replace").strip().splitlines()
+            last.append(f"{p.label}: {lines[-1] if lines else 'no output'}")
+    return f" (last lines: {' | '.join(last)}; logs kept in {kept})"
 
 
 def group_members(settings: Settings, group: str) -> int:
