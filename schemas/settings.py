@@ -49,7 +49,9 @@ class ProfileDefaults(BaseModel):
 URGENT_TOPICS = ("risk.alerts", "risk.breaches", "risk.decisions", "risk.states")
 """What a desk acts on: committed as soon as produced (`WorkerSettings.urgent_topics`)."""
 OUTPUT_TOPICS = frozenset(spec.name for spec in CATALOGUE
-                          if spec.name.startswith("risk.") or spec.name == "dlq")
+                          if spec.name.startswith("risk.") or spec.name == "dlq"
+                          ) - {"risk.limits", "risk.control"}
+"""What workers publish (limits and commands come from `streamrisk limits`, `kill`...)."""
 
 TRANSACTIONAL_LINGER_MS = 100
 """linger.ms of transactional producers (see `Settings.producer_config`)."""

@@ -100,6 +100,21 @@ def test_bad_environment_is_blamed_on_the_environment(tmp_path: Path,
         load_settings(path)
 
 
+def test_urgent_topics_default_to_what_a_desk_acts_on_and_must_be_outputs(
+        tmp_path: Path) -> None:
+    assert Settings().worker.urgent_topics == ["risk.alerts", "risk.breaches",
+                                               "risk.decisions", "risk.states"]
+    path = tmp_path / "urgent.toml"
+    path.write_text('[worker]\nurgent_topics = ["risk.alerts", "market", "risk.control"]\n')
+    with pytest.raises(ConfigFileError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "not output topics: market, risk.control" in message
+    path.write_text("[worker]\nurgent_topics = []\n")
+    assert load_settings(path).worker.urgent_topics == []
+
+
 # --- secrets -------------------------------------------------------------------------------
 
 
