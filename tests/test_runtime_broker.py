@@ -158,3 +158,55 @@ def test_a_seek_waits_for_the_committed_offset_fetch(broker: EmbeddedBroker) -> 
         assert first == 150  # not the committed offset 10
     finally:
         consumer.close()
+
+
+def test_a_partition_long_unseekable_is_warned_about_then_activated(
+        broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A restored partition whose seek librdkafka keeps refusing waits in SEEKING with its
+    input paused; past `SEEKING_WARN_S` the worker says so (once per multiple), and once the
+    committed offset comes back the same retry activates it where the restore left it."""
+    import logging
+
+    from consumers.runtime import worker as runtime
+
+    monkeypatch.setattr(runtime, "SEEKING_WARN_S", 0.2)
+    settings = settings_for(broker)
+    topic = settings.topic("market")
+    produce_recording(settings, make_stream(200, symbols=4, partitions=1, seed=34))
+    processor = CountingProcessor()
+    worker = Worker(processor, settings, WorkerConfig.from_settings(settings, processor))
+    consumer = make_consumer(settings, worker.config.group)
+    worker._consumer = consumer
+    state = worker._parts[0] = runtime._Partition(runtime.RESTORING, position=150)
+    assert broker.process is not None
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
+        broker.process.send_signal(signal.SIGSTOP)  # the committed offset cannot come back
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            consumer.pause([TopicPartition(topic, 0)])
+            consumer.poll(0.2)
+            with caplog.at_level(logging.INFO, logger="streamrisk.runtime"):
+                worker._activate(0, state)
+                time.sleep(0.25)
+                worker._activate(0, state)
+                worker._activate(0, state)  # not again before the next multiple
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        assert state.status == runtime.SEEKING and state.seek_warnings == 1
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "partition 0: librdkafka has refused to seek" in warnings[0]
+        deadline = time.monotonic() + 30
+        while state.status != runtime.ACTIVE:
+            assert time.monotonic() < deadline, "the partition never became seekable"
+            consumer.poll(0.05)
+            worker._retry_seeks()
+        first = None
+        while first is None and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                first = message.offset()
+        assert first == 150  # where the restore left it, not the committed offset 10
+    finally:
+        consumer.close()

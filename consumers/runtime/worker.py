@@ -169,6 +169,9 @@ CAUGHT_UP_QUIET_S = 1.0
 is short of its high watermark (a transaction marker at the end) counts as caught up."""
 UNALIGNED_WARN_S = 5.0
 """Least time between two warnings that the event-time join released input unaligned."""
+SEEKING_WARN_S = 30.0
+"""A partition still SEEKING this long after its restore is warned about (and again at every
+further multiple): its input stays paused meanwhile, and an operator should know."""
 
 
 class WorkerError(RuntimeError):
@@ -239,6 +242,9 @@ class _Partition:
     only to rebuild the state, and its outputs are dropped."""
     marked: int = -1
     """Position in the partition's latest committed replay mark (-1: none yet)."""
+    seeking_since: float = 0.0
+    """`monotonic` when it entered SEEKING."""
+    seek_warnings: int = 0
 
 
 @dataclass(slots=True)
@@ -1103,9 +1109,16 @@ class Worker:
         assert consumer is not None
         tp = TopicPartition(self.input_full, partition, state.position)
         if not seek_when_ready(consumer, tp):
+            now = time.monotonic()
             if state.status != SEEKING:
                 log.info("partition %s restored; its input is not seekable yet (the "
                          "consumer is still fetching the committed offset)", partition)
+                state.seeking_since, state.seek_warnings = now, 0
+            elif now - state.seeking_since >= SEEKING_WARN_S * (state.seek_warnings + 1):
+                state.seek_warnings += 1
+                log.warning("partition %s: librdkafka has refused to seek it for %.1f s (the "
+                            "group's committed offset has not come back); its input stays "
+                            "paused", partition, now - state.seeking_since)
             state.status = SEEKING
             self._seeking.add(partition)
             return
