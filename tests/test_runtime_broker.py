@@ -9,10 +9,11 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from consumers.runtime import Worker, WorkerConfig
 from engine.driver import Driver, by_key
@@ -134,30 +135,43 @@ def test_a_seek_waits_for_the_committed_offset_fetch(broker: EmbeddedBroker) -> 
     stream = make_stream(200, symbols=4, partitions=1, seed=33)
     produce_recording(settings, stream)
     consumer = make_consumer(settings, "seek-test")
-    assert broker.process is not None
     try:
-        consumer.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
-        broker.process.send_signal(signal.SIGSTOP)  # the committed offset cannot come back
-        try:
-            consumer.assign([TopicPartition(topic, 0)])
-            consumer.pause([TopicPartition(topic, 0)])
-            consumer.poll(0.2)
+        with committed_offset_withheld(broker, consumer, topic):
             assert not seek_when_ready(consumer, TopicPartition(topic, 0, 150))
-        finally:
-            broker.process.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 30
         while not seek_when_ready(consumer, TopicPartition(topic, 0, 150)):
             assert time.monotonic() < deadline, "the partition never became seekable"
             consumer.poll(0.05)
         consumer.resume([TopicPartition(topic, 0)])
-        first = None
-        while first is None and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                first = message.offset()
-        assert first == 150  # not the committed offset 10
+        assert first_offset_read(consumer, deadline) == 150  # not the committed offset 10
     finally:
         consumer.close()
+
+
+@contextmanager
+def committed_offset_withheld(broker: EmbeddedBroker, consumer: Consumer,
+                              topic: str) -> Iterator[None]:
+    """Partition 0 of `topic` assigned to `consumer` and paused, its group's committed offset
+    10, while the broker is frozen (SIGSTOP): that offset cannot come back until the block
+    ends."""
+    assert broker.process is not None
+    consumer.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
+    broker.process.send_signal(signal.SIGSTOP)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.pause([TopicPartition(topic, 0)])
+        consumer.poll(0.2)
+        yield
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+
+
+def first_offset_read(consumer: Consumer, deadline: float) -> int | None:
+    while time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            return message.offset()
+    return None
 
 
 def test_a_partition_long_unseekable_is_warned_about_then_activated(
@@ -179,21 +193,13 @@ def test_a_partition_long_unseekable_is_warned_about_then_activated(
     consumer = make_consumer(settings, worker.config.group)
     worker._consumer = consumer
     state = worker._parts[0] = runtime._Partition(runtime.RESTORING, position=150)
-    assert broker.process is not None
     try:
-        consumer.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
-        broker.process.send_signal(signal.SIGSTOP)  # the committed offset cannot come back
-        try:
-            consumer.assign([TopicPartition(topic, 0)])
-            consumer.pause([TopicPartition(topic, 0)])
-            consumer.poll(0.2)
-            with caplog.at_level(logging.INFO, logger="streamrisk.runtime"):
-                worker._activate(0, state)
-                time.sleep(0.25)
-                worker._activate(0, state)
-                worker._activate(0, state)  # not again before the next multiple
-        finally:
-            broker.process.send_signal(signal.SIGCONT)
+        with (committed_offset_withheld(broker, consumer, topic),
+              caplog.at_level(logging.INFO, logger="streamrisk.runtime")):
+            worker._activate(0, state)
+            time.sleep(0.25)
+            worker._activate(0, state)
+            worker._activate(0, state)  # not again before the next multiple
         assert state.status == runtime.SEEKING and state.seek_warnings == 1
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "partition 0: librdkafka has refused to seek" in warnings[0]
@@ -202,11 +208,6 @@ def test_a_partition_long_unseekable_is_warned_about_then_activated(
             assert time.monotonic() < deadline, "the partition never became seekable"
             consumer.poll(0.05)
             worker._retry_seeks()
-        first = None
-        while first is None and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                first = message.offset()
-        assert first == 150  # where the restore left it, not the committed offset 10
+        assert first_offset_read(consumer, deadline) == 150  # the restored position
     finally:
         consumer.close()
