@@ -184,7 +184,7 @@ def test_a_partition_long_unseekable_is_warned_about_then_activated(
 
     from consumers.runtime import worker as runtime
 
-    monkeypatch.setattr(runtime, "SEEKING_WARN_S", 0.2)
+    monkeypatch.setattr(runtime, "SEEKING_WARN_S", 0.5)
     settings = settings_for(broker)
     topic = settings.topic("market")
     produce_recording(settings, make_stream(200, symbols=4, partitions=1, seed=34))
@@ -197,9 +197,9 @@ def test_a_partition_long_unseekable_is_warned_about_then_activated(
         with (committed_offset_withheld(broker, consumer, topic),
               caplog.at_level(logging.INFO, logger="streamrisk.runtime")):
             worker._activate(0, state)
-            time.sleep(0.25)
+            time.sleep(0.6)
             worker._activate(0, state)
-            worker._activate(0, state)  # not again before the next multiple
+            worker._activate(0, state)  # not again before the next multiple (1 s)
         assert state.status == runtime.SEEKING and state.seek_warnings == 1
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "partition 0: librdkafka has refused to seek" in warnings[0]
