@@ -55,7 +55,8 @@ Failure semantics (exactly-once, the default)
   snapshot from another river version is refused too (the key starts cold, counted). A
   restore can finish before librdkafka has fetched the partition's committed offset (a
   restarted broker answers slowly), and until then it refuses to seek: the partition stays
-  paused and the seek is retried.
+  paused and the seek is retried, with a warning every `SEEKING_WARN_S` (30 s) while it
+  lasts.
 * Committed offsets out of range (retention removed them, or the topic was recreated)
   follow `settings.worker.out_of_range_policy`: `earliest` (default) resumes at the log
   start, `latest` at its end, `fail` stops the worker with an error. Either way it is
