@@ -468,22 +468,23 @@ _POSITION_MEASURES = (("position_long", "long exposure", "long"),
                       ("net_exposure", "net exposure", "net"))
 
 
-def check_positions(g: GateInput, group: Group, change: ExposureChange) -> list[Finding]:
-    """Long, short, gross and net worst-case exposure (open orders included) of one group."""
+def check_positions(g: GateInput, group: Group,
+                    exposure_change: Callable[[GateInput], ExposureChange]) -> list[Finding]:
+    """Long, short, gross and net worst-case exposure (open orders included) of one group.
+    `exposure_change` is called only when the group has a position limit: most groups have
+    none, and working out their change was a good part of the gate's time."""
+    limited = [(metric, what, attr, lim) for metric, what, attr in _POSITION_MEASURES
+               if not (lim := g.limit(metric, group)).empty]
+    if not limited:
+        return []
+    change = exposure_change(g)
     out = []
-    for metric, what, attr in _POSITION_MEASURES:
-        lim = g.limit(metric, group)
-        if lim.empty:
-            continue
+    for metric, what, attr, lim in limited:
         found = limit_finding(POSITION_LIMIT, metric, f"{group} {what}",
                               getattr(change.after, attr), lim, getattr(change.before, attr))
         if found is not None:
             out.append(found)
     return out
-
-
-def _has_position_limit(g: GateInput, group: Group) -> bool:
-    return any(not g.limit(metric, group).empty for metric, _, _ in _POSITION_MEASURES)
 
 
 def check_credit(g: GateInput, change: ExposureChange) -> Finding | None:
@@ -578,12 +579,9 @@ def evaluate(g: GateInput) -> GateResult:
     findings.extend(check_rate(g))
     if g.px is not None:
         account = result.account_change = account_exposure_change(g)
-        findings.extend(check_positions(g, "account", account))
-        # a group's exposure change is worked out only when the group has a position limit
-        if _has_position_limit(g, "strategy"):
-            findings.extend(check_positions(g, "strategy", strategy_exposure_change(g)))
-        if _has_position_limit(g, "instrument"):
-            findings.extend(check_positions(g, "instrument", instrument_exposure_change(g)))
+        findings.extend(check_positions(g, "account", lambda _: account))
+        findings.extend(check_positions(g, "strategy", strategy_exposure_change))
+        findings.extend(check_positions(g, "instrument", instrument_exposure_change))
         findings.append(check_credit(g, account))
     findings.append(check_self_cross(g))
     findings.append(check_trading_state(g))

@@ -210,12 +210,12 @@ def test_position_limits_count_open_orders() -> None:
     g = gate(view(qty=100), book=book, lim=limits(position_long=(None, 25_000.0)))
     change = account_exposure_change(g)
     assert (change.before.long, change.after.long) == (20_000.0, 30_000.0)
-    hits = check_positions(g, "account", change)
+    hits = check_positions(g, "account", lambda _: change)
     assert [h.result.code for h in hits] == ["POSITION_LIMIT"] and hits[0].metric == \
         "position_long"
     # a sell never raises the long exposure, even over the limit
     g = gate(view("sell", 100), book=book, lim=limits(position_long=(None, 5_000.0)))
-    assert check_positions(g, "account", account_exposure_change(g)) == []
+    assert check_positions(g, "account", account_exposure_change) == []
 
 
 def test_short_gross_net_and_group_measures() -> None:
@@ -223,10 +223,10 @@ def test_short_gross_net_and_group_measures() -> None:
     lim = limits(position_short=(None, 15_000.0), gross_exposure=(None, 15_000.0),
                  net_exposure=(None, 15_000.0))
     g = gate(view("sell", 100), book=book, lim=lim)
-    metrics = {h.metric for h in check_positions(g, "account", account_exposure_change(g))}
+    metrics = {h.metric for h in check_positions(g, "account", account_exposure_change)}
     assert metrics == {"position_short", "gross_exposure", "net_exposure"}
     # strategy s1 holds nothing: its own measures stay under the limit
-    assert check_positions(g, "strategy", strategy_exposure_change(g)) == []
+    assert check_positions(g, "strategy", strategy_exposure_change) == []
     inst = instrument_exposure_change(g)
     assert inst.after.short == pytest.approx(20_000.0)
 
