@@ -382,16 +382,14 @@ class TransactionalSink(_Buffered):
             failures = dict(self.send_failures)
             self.send_failures.clear()
             wanted = set(offsets) | (self.touched & self._producers.keys())
-        else:
-            failures = {p: self.send_failures.pop(p) for p in only if p in self.send_failures}
-            wanted = (set(offsets) | self.touched) & self._producers.keys() & set(only)
-        partitions = sorted(wanted - failures.keys())
-        if only is None:
             self.touched.clear()
             self.urgent.clear()
         else:
+            failures = {p: self.send_failures.pop(p) for p in only if p in self.send_failures}
+            wanted = (set(offsets) | self.touched) & self._producers.keys() & set(only)
             self.touched -= wanted | failures.keys()
             self.urgent -= wanted | failures.keys()
+        partitions = sorted(wanted - failures.keys())
         if not partitions:
             return failures
         metadata = consumer.consumer_group_metadata()

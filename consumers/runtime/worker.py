@@ -854,10 +854,11 @@ class Worker:
         parts = self._parts
         # A partition without a committed replay mark snapshots before its offsets move on
         # (its changelog is as of its committed offset: written before marks existed, or
-        # nothing yet). Workers with side tables snapshot whenever offsets move.
-        due = now - self._last_snapshot >= self._snapshot_every_s
-        snapshot = (snapshot or (due and (not urgent or self._snapshot_every_s == 0))
-                    or any(parts[p].marked < 0 for p in partitions))
+        # nothing yet). An urgent checkpoint leaves keys to the interval's round, except in
+        # workers with side tables, which snapshot whenever offsets move.
+        due = (self._snapshot_every_s == 0 if urgent
+               else now - self._last_snapshot >= self._snapshot_every_s)
+        snapshot = snapshot or due or any(parts[p].marked < 0 for p in partitions)
         # A partition still replaying after a restore writes no snapshot (its state is
         # behind what it published): its keys wait for the first round after the replay.
         snapping = ({p for p in partitions if parts[p].position >= parts[p].replay_until}
