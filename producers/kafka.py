@@ -158,13 +158,15 @@ def seek_when_ready(consumer: Consumer, partition: TopicPartition) -> bool:
 
     Right after an assignment librdkafka first fetches the group's committed offset, and
     until that answer comes a seek fails with `_STATE`: a slow or just-restarted broker
-    stretches that window past a fast restore. The caller keeps the partition paused and
-    tries again; any other error is raised.
+    stretches that window past a fast restore. When the answer lands while the seek is in
+    flight, librdkafka starts fetching from the committed offset and the seek fails with
+    `_OUTDATED` instead (seen once on a clean-clone CI run). Either way the caller keeps the
+    partition paused and tries again; any other error is raised.
     """
     try:
         consumer.seek(partition)
     except KafkaException as exc:
-        if exc.args[0].code() == KafkaError._STATE:
+        if exc.args[0].code() in (KafkaError._STATE, KafkaError._OUTDATED):
             return False
         raise
     return True
