@@ -119,10 +119,11 @@ class WorkerSettings(BaseModel):
     commit_interval_events: int = Field(default=5000, ge=1)
     snapshot_interval_ms: int = Field(
         default=1000, ge=0, le=3_600_000,
-        description="changed keys are snapshotted at the first checkpoint this long after "
-                    "the previous snapshot, not at every one; a restore replays the input "
-                    "since (outputs dropped) up to the committed offset. 0: at every "
-                    "checkpoint. Workers with side tables always snapshot every checkpoint")
+        description="a partition's changed keys are snapshotted at a checkpoint this long "
+                    "after its previous snapshot, not at every one (partitions staggered); "
+                    "a restore replays the input since (outputs dropped) up to the "
+                    "committed offset. 0: at every checkpoint. Workers with side tables "
+                    "always snapshot every checkpoint")
     batch_size: int = Field(default=500, ge=1, le=100_000)
     dedup_per_key: int = Field(default=256, ge=0, le=65_536,
                                description="event_ids remembered per state key (0: no dedup)")
