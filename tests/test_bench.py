@@ -169,6 +169,8 @@ def test_smallest_suite_through_the_cli_writes_every_key(kafka_bootstrap: str,
     assert all(min(counts) > 0 for counts in details["kafka_x2"]["per_worker_events"])
     assert len(details["restore"]["seconds"]) == SMALLEST.restore_reps
     assert details["alert_latency"]["samples"] > 0
+    assert details["alert_latency_wide"]["instruments"] == SMALLEST.latency_wide_instruments
+    assert details["alert_latency_wide"]["samples"] > 0
 
 
 def test_bench_refuses_a_json_path_in_a_missing_directory(tmp_path: Path,

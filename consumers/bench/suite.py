@@ -61,6 +61,10 @@ class BenchConfig:
     outputs (`worker.urgent_topics`): they commit at the end of their batch while the
     worker keeps up, and wait for this interval when it is behind."""
     crossed_every: int = 20
+    latency_wide_instruments: int = 1000
+    """Also time alerts over this many instruments at `latency_wide_rate` (0: skip): the
+    work a worker does per key, snapshots above all, must not stall it as keys grow."""
+    latency_wide_rate: float = 1000.0
     latency_at_least_once: bool = False
     """Also time alerts with an at-least-once worker (outputs visible before the commit)."""
     decision_orders: int = 5000
@@ -89,8 +93,9 @@ FULL = BenchConfig("full", reps=5, warmup_events=3000, rep_events=12_000,
                    latency_segments=5)
 SMALLEST = BenchConfig("smallest", reps=2, instruments=8, warmup_events=300,
                        rep_events=600, latency_rate=1000.0, latency_seconds=1.0,
-                       decision_orders=300,
-                       decision_accounts=8, decision_instruments=10, restore_instruments=40,
+                       decision_orders=300, latency_wide_instruments=100,
+                       latency_wide_rate=500.0, decision_accounts=8, decision_instruments=10,
+                       restore_instruments=40,
                        restore_reps=1, codec_iterations=200, scaling_instruments=(10, 40),
                        scaling_events=300, scaling_reps=1, scaling_accounts=(5, 10),
                        scaling_orders=100,
@@ -255,6 +260,19 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
                     timed[c.warmup_events:c.warmup_events + light_events], light,
                     c.latency_commit_ms, c.latency_segments, workdir,
                     config_file=config_file, tick=tick)
+            if c.latency_wide_instruments:
+                wide = market_messages(
+                    c.warmup_events + int(c.latency_wide_rate * c.latency_seconds),
+                    instruments=c.latency_wide_instruments, seed=c.seed + 2,
+                    crossed_every=c.crossed_every)
+                with steps.step(f"alert latency, {c.latency_wide_instruments:,} instruments",
+                                len(wide) - c.warmup_events) as tick:
+                    details["alert_latency_wide"] = {
+                        "instruments": c.latency_wide_instruments,
+                        **broker_runs.alert_latency(
+                            base, kafka, wide[:c.warmup_events], wide[c.warmup_events:],
+                            c.latency_wide_rate, c.latency_commit_ms, c.latency_segments,
+                            workdir, config_file=config_file, tick=tick)}
             if c.latency_at_least_once:
                 with steps.step("alert latency, at-least-once",
                                 len(timed) - c.warmup_events) as tick:
@@ -315,6 +333,11 @@ def render(result: dict[str, Any], console: Console) -> None:
         table.add_row(f"alert latency p50/p99 at {light['rate_achieved']:,.0f}/s (ms)",
                       f"{light['p50_ms']:,.1f} / {light['p99_ms']:,.1f}",
                       "half of one worker's rate")
+    wide = result["details"].get("alert_latency_wide")
+    if wide is not None:
+        table.add_row(f"alert latency p50/p99 at {wide['rate_achieved']:,.0f}/s, "
+                      f"{wide['instruments']:,} instruments (ms)",
+                      f"{wide['p50_ms']:,.1f} / {wide['p99_ms']:,.1f}", "")
     console.print(table)
     scaling = Table(title="scaling, in-process (events/s: median of repetitions)")
     for column in ("keys", "kind", "events/s", "memory bytes/key", "snapshot bytes/key"):
