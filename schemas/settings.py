@@ -124,6 +124,11 @@ class WorkerSettings(BaseModel):
                     "a restore replays the input since (outputs dropped) up to the "
                     "committed offset. 0: at every checkpoint. Workers with side tables "
                     "always snapshot every checkpoint")
+    snapshot_budget: float = Field(
+        default=0.1, gt=0, le=1,
+        description="share of the worker's time snapshot rounds may take: a partition whose "
+                    "round cost more than its share waits longer than snapshot_interval_ms "
+                    "for the next")
     batch_size: int = Field(default=500, ge=1, le=100_000)
     dedup_per_key: int = Field(default=256, ge=0, le=65_536,
                                description="event_ids remembered per state key (0: no dedup)")

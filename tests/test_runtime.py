@@ -269,6 +269,27 @@ def test_snapshot_rounds_come_one_partition_at_a_time(settings: Settings) -> Non
     assert max(settled) < len({m.key for m in stream}), settled
 
 
+def test_snapshot_rounds_keep_to_their_grid_and_their_budget(settings: Settings) -> None:
+    """Partition p's rounds fall on the snapshot interval's grid shifted by p/n of it, and a
+    round that cost more than its share of `snapshot_budget` pushes the next one further
+    out, still on p's grid."""
+    config = WorkerConfig.from_settings(settings, CountingProcessor(), snapshot_interval_ms=800,
+                                        snapshot_budget=0.1)
+    worker = Worker(CountingProcessor(), settings, config)
+    worker._input_partitions = 8
+    epoch, every = worker._snapshot_epoch, 0.8
+    now = epoch + 5.03
+    dues = [worker._snapshot_due(p, now) for p in range(8)]
+    assert all(now < due <= now + every for due in dues), dues
+    assert sorted(round((due - epoch) % every, 6) for due in dues) == [
+        round(every * p / 8, 6) for p in range(8)]
+    # 40 ms for one of eight partitions is 40% of an 800 ms interval: four times the budget
+    later = worker._snapshot_due(3, now, cost_s=0.04)
+    assert now + 3.2 - every < later <= now + 3.2
+    assert round((later - epoch) % every, 6) == round(every * 3 / 8, 6)
+    assert worker._snapshot_due(3, now, cost_s=0.005) == dues[3]  # within budget: no change
+
+
 def test_at_least_once_without_crashes_equals_the_driver(make_settings: Callable[..., Settings],
                                                         ) -> None:
     settings = make_settings(max_message_bytes=CAP,

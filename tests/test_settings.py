@@ -115,6 +115,18 @@ def test_urgent_topics_default_to_what_a_desk_acts_on_and_must_be_outputs(
     assert load_settings(path).worker.urgent_topics == []
 
 
+def test_snapshot_budget_is_a_share_of_the_worker_time(tmp_path: Path) -> None:
+    assert Settings().worker.snapshot_budget == 0.1
+    path = tmp_path / "budget.toml"
+    for bad in ("0", "1.5"):
+        path.write_text(f"[worker]\nsnapshot_budget = {bad}\n")
+        with pytest.raises(ConfigFileError, match=r"worker\.snapshot_budget") as info:
+            load_settings(path)
+        assert "\n" not in str(info.value)
+    path.write_text("[worker]\nsnapshot_budget = 1\n")
+    assert load_settings(path).worker.snapshot_budget == 1.0
+
+
 # --- secrets -------------------------------------------------------------------------------
 
 

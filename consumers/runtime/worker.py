@@ -31,7 +31,10 @@ Failure semantics (exactly-once, the default)
   up the most overdue partition gets a checkpoint of its own (when `snapshot_interval_ms`
   is at least `commit_interval_ms`): the worker pauses for one partition's keys at a
   time, not for all of them at once (with 1,000 instruments that pause was 100-300 ms).
-  Behind, the interval's checkpoint takes every due partition.
+  Behind, the interval's checkpoint takes every due partition. A partition whose round
+  cost more than its share of `snapshot_budget` (10% of the worker's time) waits longer
+  for the next, so with many keys a restore replays more input instead of the worker
+  spending its time pickling.
   Revokes and graceful stops always snapshot. Workers with side tables snapshot at every
   checkpoint (a table event changes keys, and replaying the input would not repeat it).
 * Crash (kill -9) at any moment: the open transactions are aborted when the partitions'
@@ -194,8 +197,13 @@ class WorkerConfig:
     commit_interval_ms: int = 500
     commit_interval_events: int = 5000
     snapshot_interval_ms: int = 1000
-    """Changed keys are snapshotted at the first checkpoint this long after the previous
-    snapshot (0: at every checkpoint); a restore replays the input in between."""
+    """A partition's changed keys are snapshotted at a checkpoint this long after its
+    previous snapshot (0: at every checkpoint); a restore replays the input in between."""
+    snapshot_budget: float = 0.1
+    """Share of the worker's time its snapshot rounds may take: a partition whose round
+    cost more than its share waits longer than `snapshot_interval_ms` for the next (with
+    many keys, each changing a few times a second, pickling them every second cost more
+    than the events did)."""
     batch_size: int = 500
     dedup_per_key: int = 256
     out_of_range_policy: Literal["earliest", "latest", "fail"] = "earliest"
@@ -225,7 +233,8 @@ class WorkerConfig:
             "input_topic": input_topic_of(processor), "guarantee": w.guarantee,
             "commit_interval_ms": w.commit_interval_ms,
             "commit_interval_events": w.commit_interval_events,
-            "snapshot_interval_ms": w.snapshot_interval_ms, "batch_size": w.batch_size,
+            "snapshot_interval_ms": w.snapshot_interval_ms,
+            "snapshot_budget": w.snapshot_budget, "batch_size": w.batch_size,
             "dedup_per_key": w.dedup_per_key, "out_of_range_policy": w.out_of_range_policy,
             "urgent_topics": tuple(w.urgent_topics)}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -823,18 +832,21 @@ class Worker:
         if urgent:
             self._checkpoint_and_recover(only=urgent)
 
-    def _snapshot_due(self, partition: int, now: float | None = None) -> float:
-        """When the next snapshot round of `partition` falls due: on a grid of the interval
-        shifted by partition number, so that the partitions' rounds (each pauses the worker
-        while it pickles that partition's keys) come one at a time, and stay apart after a
-        checkpoint that had to take several."""
+    def _snapshot_due(self, partition: int, now: float | None = None,
+                      cost_s: float = 0.0) -> float:
+        """When the next snapshot round of `partition` falls due, its last one having taken
+        `cost_s`: on a grid of the interval shifted by partition number, so that the
+        partitions' rounds (each pauses the worker while it pickles that partition's keys)
+        come one at a time and stay apart after a checkpoint that had to take several; and
+        far enough ahead that the rounds of all partitions keep within `snapshot_budget`."""
         every = self._snapshot_every_s
         if every == 0:
             return 0.0
         now = time.monotonic() if now is None else now
         parts = max(1, self._input_partitions)
+        gap = max(every, parts * cost_s / self.config.snapshot_budget)
         phase = self._snapshot_epoch + every * (partition % parts) / parts
-        return phase + every * (math.floor((now - phase) / every) + 1)
+        return phase + every * (math.floor((now + gap - every - phase) / every) + 1)
 
     def _snapshot_one_due(self) -> None:
         """While the worker keeps up: the snapshot round of the most overdue partition, in a
@@ -933,9 +945,11 @@ class Worker:
             self.runner.dirty |= dirty - leftover
             return dict.fromkeys(wanted, exc)
         keys = 0
+        pickling = time.perf_counter()
         for partition, part_keys in by_partition.items():
             for key in sorted(part_keys):
                 keys += self._write_snapshot(partition, key)
+        round_s = (time.perf_counter() - pickling) / max(1, len(snapping))
         offsets = {}
         for partition in partitions:
             state = parts[partition]
@@ -955,7 +969,7 @@ class Worker:
                 state.committed = max(state.committed, state.position)
                 if partition in snapping:
                     state.marked = state.position
-                    state.snapshot_due = self._snapshot_due(partition, now)
+                    state.snapshot_due = self._snapshot_due(partition, now, round_s)
         self._flush_counts()
         self.metrics.checkpoint(time.perf_counter() - start, len(offsets), keys)
         self._sample_lag(partitions)
