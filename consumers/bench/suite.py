@@ -193,10 +193,14 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
                     for n in (1, 2):  # all three processes start together
                         groups.append(broker_runs.MarketGroup(base, kafka, n, workdir,
                                                               config_file=config_file))
+                    # frozen only once both are ready: a group frozen while the other joins
+                    # and warms up can outlast max.poll.interval.ms (30 s in the test
+                    # profile) on a slow machine, and lose its partitions
                     for group in groups:
                         group.ready(warmup)
-                        group.freeze()
                         tick(1)
+                    for group in groups:
+                        group.freeze()
                 except BaseException:
                     for group in groups:
                         group.close()
