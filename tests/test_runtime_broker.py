@@ -189,25 +189,34 @@ def test_a_partition_long_unseekable_is_warned_about_then_activated(
     topic = settings.topic("market")
     produce_recording(settings, make_stream(200, symbols=4, partitions=1, seed=34))
     processor = CountingProcessor()
-    worker = Worker(processor, settings, WorkerConfig.from_settings(settings, processor))
-    consumer = make_consumer(settings, worker.config.group)
-    worker._consumer = consumer
-    state = worker._parts[0] = runtime._Partition(runtime.RESTORING, position=150)
-    try:
-        with (committed_offset_withheld(broker, consumer, topic),
-              caplog.at_level(logging.INFO, logger="streamrisk.runtime")):
-            worker._activate(0, state)
-            time.sleep(0.6)
-            worker._activate(0, state)
-            worker._activate(0, state)  # not again before the next multiple (1 s)
-        assert state.status == runtime.SEEKING and state.seek_warnings == 1
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert len(warnings) == 1 and "partition 0: librdkafka has refused to seek" in warnings[0]
-        deadline = time.monotonic() + 30
-        while state.status != runtime.ACTIVE:
-            assert time.monotonic() < deadline, "the partition never became seekable"
-            consumer.poll(0.05)
-            worker._retry_seeks()
-        assert first_offset_read(consumer, deadline) == 150  # the restored position
-    finally:
-        consumer.close()
+    for _ in range(3):
+        caplog.clear()
+        worker = Worker(processor, settings, WorkerConfig.from_settings(settings, processor))
+        consumer = make_consumer(settings, worker.config.group)
+        worker._consumer = consumer
+        state = worker._parts[0] = runtime._Partition(runtime.RESTORING, position=150)
+        try:
+            with (committed_offset_withheld(broker, consumer, topic),
+                  caplog.at_level(logging.INFO, logger="streamrisk.runtime")):
+                worker._activate(0, state)
+                time.sleep(0.6)
+                worker._activate(0, state)
+                worker._activate(0, state)  # not again before the next multiple (1 s)
+            if state.status == runtime.ACTIVE:
+                # librdkafka took the seek while the broker was frozen (twice in CI under
+                # load, cause unknown): the case under test did not arise, try again
+                continue
+            assert state.status == runtime.SEEKING and state.seek_warnings == 1
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1
+            assert "partition 0: librdkafka has refused to seek" in warnings[0]
+            deadline = time.monotonic() + 30
+            while state.status != runtime.ACTIVE:
+                assert time.monotonic() < deadline, "the partition never became seekable"
+                consumer.poll(0.05)
+                worker._retry_seeks()
+            assert first_offset_read(consumer, deadline) == 150  # the restored position
+            return
+        finally:
+            consumer.close()
+    pytest.fail("in three tries librdkafka never refused the seek while the broker was frozen")
