@@ -854,7 +854,7 @@ class Worker:
         partition would come at once: with 1,000 instruments that paused the worker for
         100-300 ms every second, and every alert behind it waited as long."""
         every = self._snapshot_every_s
-        if every == 0 or every * 1000 < self.config.commit_interval_ms:
+        if every == 0 or self.config.snapshot_interval_ms < self.config.commit_interval_ms:
             # side tables, or rounds due at every interval checkpoint: a partition's
             # offsets are never committed more often than the interval asks
             return
