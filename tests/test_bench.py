@@ -59,6 +59,38 @@ def test_a_timed_out_wait_names_each_process_last_line_and_keeps_its_log(
     shutil.rmtree(kept)
 
 
+def test_cpu_meter_tells_a_process_main_thread_from_its_other_threads() -> None:
+    """A child whose main thread sleeps while another thread of it computes: the meter puts
+    the CPU in the process and next to nothing in its main thread (as a worker's
+    librdkafka threads against its Python thread)."""
+    import subprocess
+    import sys
+
+    from consumers.bench.cpu import CpuMeter
+
+    busy = ("import sys, threading, time\n"
+            "def spin():\n"
+            "    end = time.process_time() + 0.4\n"
+            "    while time.process_time() < end: pass\n"
+            "t = threading.Thread(target=spin); t.start(); t.join()\n"
+            "print('done', flush=True); sys.stdin.read()\n")  # alive until told
+    child = subprocess.Popen([sys.executable, "-c", busy], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        with CpuMeter({"child": [child.pid], "gone": [2 ** 22 + 7]},
+                      main_thread_of=("child",)) as meter:
+            assert child.stdout.readline() == "done\n"
+    finally:
+        child.stdin.close()
+        child.wait(30)
+    assert meter.seconds["child"] >= 0.3
+    assert meter.seconds["child main thread"] < 0.25 * meter.seconds["child"]
+    assert meter.seconds["gone"] == 0.0  # no such process: nothing, not an error
+    assert meter.per_event_us(1000)["child"] == pytest.approx(meter.seconds["child"] * 1000)
+    assert meter.cores()["child"] == pytest.approx(meter.seconds["child"] / meter.wall_s)
+
+
 def test_balanced_partitions_spread_the_load_and_pin_each_key() -> None:
     counts = Counter({f"K{i}": 10 + i for i in range(30)})
     where = balanced_partitions(counts, 8)
@@ -171,6 +203,15 @@ def test_smallest_suite_through_the_cli_writes_every_key(kafka_bootstrap: str,
     assert details["alert_latency"]["samples"] > 0
     assert details["alert_latency_wide"]["instruments"] == SMALLEST.latency_wide_instruments
     assert details["alert_latency_wide"]["samples"] > 0
+    # where the CPU went: the workers' threads and the benchmark; no broker of its own here
+    for step in ("one_worker", "two_workers"):
+        per_event = details["cpu_per_event_us"][step]
+        assert per_event["worker_main_thread"] > 0 and per_event["broker"] == 0
+        assert per_event["total"] == pytest.approx(sum(
+            v for k, v in per_event.items() if k != "total"))
+    assert all(busy > 0 for busy in details["kafka_x2"]["cores_busy"])
+    assert details["two_workers_cpu_bound"] > 0
+    assert details["alert_latency"]["cores_by_process"]["worker_main_thread"] > 0
 
 
 def test_bench_refuses_a_json_path_in_a_missing_directory(tmp_path: Path,

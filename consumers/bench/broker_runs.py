@@ -8,6 +8,10 @@
   end.
 - `alert_latency`: a worker with a short commit interval; the benchmark publishes at a
   fixed rate and reads `risk.alerts` read-committed: event produced -> alert consumed.
+
+Both also report the CPU per event of every process involved (`process_meter`): the
+workers' main threads and their other (librdkafka) threads, the broker when the benchmark
+started it, and the benchmark process itself (publisher, alert reader).
 - `worker_decisions`: the order worker over a preloaded day; the decision latency every
   RiskDecision carries (`decision_latency_ns`, around the gate inside the worker).
 - `restore_runs`: a changelog holding N warm instruments; a new worker process per
@@ -17,6 +21,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +36,7 @@ from consumers.bench.cluster import (
     BenchError,
     Publisher,
     WorkerProcess,
+    broker_pids,
     drop_topics,
     fresh_settings,
     read_all,
@@ -39,6 +45,7 @@ from consumers.bench.cluster import (
     wait_for,
     workers,
 )
+from consumers.bench.cpu import CpuMeter
 from consumers.bench.inprocess import Template, clone_instruments, latency_ms
 from consumers.bench.measure import percentile
 from consumers.bench.probe import StatsFile
@@ -104,6 +111,18 @@ def wait_ready(settings: Settings, procs: Sequence[WorkerProcess], group: str) -
              START_TIMEOUT_S, f"{len(procs)} worker(s) to join {group}", procs)
 
 
+def committed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
+    """Every process has handled its share of `total` events and committed its last batch
+    started after `since` (the end of a repetition's span; snapshot rounds may follow)."""
+    if sum(p.read().events for p in procs) < total:
+        return False
+    for p in procs:
+        batches = [b for b in p.stats.batches if b.t0 >= since]
+        if batches and p.stats.committed_after(batches[-1].t1) is None:
+            return False
+    return True
+
+
 def processed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
     """Every process has handled its share of `total` events, committed its last batch
     started after `since` and snapshotted the keys it changed: the next step empties the
@@ -123,6 +142,23 @@ def processed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
     return True
 
 
+def process_meter(procs: Sequence[WorkerProcess], servers: str) -> CpuMeter:
+    """A meter of the workers (main threads apart), the broker (when ours) and this process."""
+    return CpuMeter({"worker": [p.process.pid for p in procs], "broker": broker_pids(servers),
+                     "bench": [os.getpid()]}, main_thread_of=("worker",))
+
+
+def by_process(meter: CpuMeter, events: int) -> dict[str, float]:
+    """µs of CPU per event: the workers' main threads, their other threads, the broker (0
+    when not ours), the benchmark process, and all of them."""
+    us = meter.per_event_us(events)
+    main = us["worker main thread"]
+    out = {"worker_main_thread": main, "worker_other_threads": max(0.0, us["worker"] - main),
+           "broker": us["broker"], "bench": us["bench"]}
+    out["total"] = sum(out.values())
+    return out
+
+
 @dataclass
 class WorkerRates:
     workers: int
@@ -130,6 +166,11 @@ class WorkerRates:
     cpu_us_per_event: list[float] = field(default_factory=list)
     """CPU of the worker processes (every thread) per event, per repetition."""
     per_worker_events: list[list[int]] = field(default_factory=list)
+    cpu_by_process_us: list[dict[str, float]] = field(default_factory=list)
+    """Per repetition, µs of CPU per event of each process (`by_process`), from the
+    repetition's commit by the publisher until its last batch is committed."""
+    cores_busy: list[float] = field(default_factory=list)
+    """Per repetition, the cores all those processes kept busy meanwhile."""
     checkpoints: int = 0
     checkpoint_ms_median: float = 0.0
 
@@ -166,6 +207,7 @@ class MarketGroup:
     def __init__(self, base: Settings, servers: str, count: int, workdir: Path, *,
                  config_file: str | None = None) -> None:
         self.settings = fresh_settings(base, servers, f"rate{count}")
+        self.servers = servers
         self.group = f"{self.settings.topic_prefix}market-worker"
         self.publisher = Publisher(self.settings, "market")
         self.result = WorkerRates(count)
@@ -187,11 +229,19 @@ class MarketGroup:
         since = time.perf_counter()
         self.publisher.publish(messages)
         self.total += len(messages)
+        # metered to the repetition's last commit: what the processes spend idle after it,
+        # waiting for the snapshot rounds, is no cost of its events
+        with process_meter(self.procs, self.servers) as meter:
+            wait_for(lambda: committed(self.procs, self.total, since), START_TIMEOUT_S,
+                     "a repetition to be committed", self.procs)
         wait_for(lambda: processed(self.procs, self.total, since), START_TIMEOUT_S,
-                 "a repetition to be committed", self.procs)
+                 "a repetition's snapshot rounds", self.procs)
         rate, counts, cpu = span_rate([p.stats for p in self.procs], len(messages), since)
         self.result.rates.append(rate)
         self.result.cpu_us_per_event.append(cpu / len(messages) * 1e6)
+        per_event = by_process(meter, len(messages))
+        self.result.cpu_by_process_us.append(per_event)
+        self.result.cores_busy.append(per_event["total"] * len(messages) / 1e6 / meter.wall_s)
         self.result.per_worker_events.append(counts)
         truncate(self.settings, MARKET_STREAMS)  # committed: only weight for the broker now
         return rate
@@ -305,7 +355,8 @@ def alert_latency(base: Settings, servers: str, warmup: Sequence[Message],
         try:
             time.sleep(0.5)  # the reader has joined its partitions
             since = time.perf_counter()
-            achieved = paced(publisher, messages, rate, sent, tick)
+            with process_meter(procs, servers) as meter:  # while paced: the machine's load
+                achieved = paced(publisher, messages, rate, sent, tick)
             total = len(warmup) + len(messages)
             wait_for(lambda: processed(procs, total, since), START_TIMEOUT_S,
                      "the timed events to be committed", procs)
@@ -331,6 +382,10 @@ def alert_latency(base: Settings, servers: str, warmup: Sequence[Message],
                    "checkpoint_ms_median": percentile([(ck.t1 - ck.t0) * 1000
                                                        for ck in commits], 0.5)
                    if commits else 0.0})
+    per_event = by_process(meter, len(messages))
+    result["cpu_by_process_us"] = per_event
+    result["cores_by_process"] = {name: us * len(messages) / 1e6 / meter.wall_s
+                                  for name, us in per_event.items()}
     return result
 
 

@@ -50,7 +50,22 @@ def bootstrap(servers: str | None) -> Iterator[str]:
         yield servers
         return
     with EmbeddedBroker() as broker:
-        yield broker.bootstrap
+        assert broker.process is not None
+        _BROKER_PIDS[broker.bootstrap] = broker.process.pid
+        try:
+            yield broker.bootstrap
+        finally:
+            _BROKER_PIDS.pop(broker.bootstrap, None)
+
+
+_BROKER_PIDS: dict[str, int] = {}
+
+
+def broker_pids(servers: str) -> list[int]:
+    """The process of the broker at `servers` when `bootstrap` started it (its CPU is then
+    part of what a measurement costs on this machine), else none."""
+    pid = _BROKER_PIDS.get(servers)
+    return [] if pid is None else [pid]
 
 
 def fresh_settings(base: Settings, servers: str, tag: str) -> Settings:

@@ -12,7 +12,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -238,6 +238,13 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
             result["kafka_events_per_s"] = median(one)
             result["kafka_to_inprocess_ratio"] = median(one) / result["inprocess_events_per_s"]
             result["two_workers_speedup"] = median(two) / median(one)
+            details["cpu_per_event_us"] = {
+                "one_worker": median_by_key(details["kafka_x1"]["cpu_by_process_us"]),
+                "two_workers": median_by_key(details["kafka_x2"]["cpu_by_process_us"])}
+            # One worker, the broker and the benchmark already keep part of the machine
+            # busy: at the same cost per event, two workers can only add what is left.
+            details["two_workers_cpu_bound"] = ((os.cpu_count() or 1)
+                                                / median(details["kafka_x1"]["cores_busy"]))
             details["ratios_per_rep"] = {
                 "kafka_to_inprocess": [k / i for k, i in zip(one, market.rates, strict=True)],
                 "two_workers_speedup": [t / o for t, o in zip(two, one, strict=True)],
@@ -308,12 +315,54 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
     return ordered
 
 
+def median_by_key(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The median of each key over rows with the same keys."""
+    return {key: median(row[key] for row in rows) for key in rows[0]} if rows else {}
+
+
 def verdicts(result: dict[str, Any]) -> dict[str, bool]:
     out = {}
     for key, (op, bound) in TARGETS.items():
         value = result[key]
         out[key] = value >= bound if op == ">=" else value < bound
     return out
+
+
+CPU_COLUMNS = {"worker_main_thread": "worker: Python thread",
+               "worker_other_threads": "worker: other threads", "broker": "broker",
+               "bench": "benchmark", "total": "all"}
+
+
+def render_cpu(details: dict[str, Any], console: Console) -> None:
+    """Where the machine's CPU went, per event, in each step that measured it."""
+    rows: list[tuple[str, dict[str, float], str]] = []
+    for name, key, workers in (("one worker", "one_worker", "kafka_x1"),
+                               ("two workers", "two_workers", "kafka_x2")):
+        per_event = details.get("cpu_per_event_us", {}).get(key)
+        if per_event:
+            rows.append((name, per_event, f"{median(details[workers]['cores_busy']):.2f}"))
+    for name, key in (("alert latency", "alert_latency"),
+                      ("at half capacity", "alert_latency_half_capacity"),
+                      ("over many instruments", "alert_latency_wide")):
+        step = details.get(key)
+        if step and "cpu_by_process_us" in step:
+            rows.append((f"{name}, {step['rate_achieved']:,.0f}/s", step["cpu_by_process_us"],
+                         f"{step['cores_by_process']['total']:.2f}"))
+    if not rows:
+        return
+    cores = details["machine"]["cpus"]
+    table = Table(title=f"CPU per event by process (µs; the broker only when the benchmark "
+                        f"started it), {cores} cores")
+    table.add_column("step")
+    for title in (*CPU_COLUMNS.values(), "cores busy"):
+        table.add_column(title, justify="right")
+    for name, per_event, busy in rows:
+        table.add_row(name, *(f"{per_event[k]:,.0f}" for k in CPU_COLUMNS), busy)
+    console.print(table)
+    bound = details.get("two_workers_cpu_bound")
+    if bound is not None:
+        console.print(f"one worker's run keeps {cores / bound:.2f} of {cores} cores busy: at "
+                      f"the same cost per event two workers reach about {bound:.2f}x at most")
 
 
 def render(result: dict[str, Any], console: Console) -> None:
@@ -343,6 +392,7 @@ def render(result: dict[str, Any], console: Console) -> None:
                       f"{wide['instruments']:,} instruments (ms)",
                       f"{wide['p50_ms']:,.1f} / {wide['p99_ms']:,.1f}", "")
     console.print(table)
+    render_cpu(result["details"], console)
     scaling = Table(title="scaling, in-process (events/s: median of repetitions)")
     for column in ("keys", "kind", "events/s", "memory bytes/key", "snapshot bytes/key"):
         scaling.add_column(column, justify="right")
