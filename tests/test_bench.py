@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 import orjson
 import pytest
@@ -288,3 +289,45 @@ def test_sorted_window_in_arrays_keeps_values_order_and_old_snapshots() -> None:
     for q in (0.0, 0.01, 0.05, 0.5, 1.0):
         assert window.quantile(q) == loaded.quantile(q) == copy.quantile(q)
     assert window.tail_mean(0.025) == loaded.tail_mean(0.025)
+
+
+def _latency_curve() -> ModuleType:
+    """benchmarks/latency_curve.py, a script rather than a package module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latency_curve.py"
+    spec = importlib.util.spec_from_file_location("latency_curve", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latency_curve_reports_the_last_rate_within_target_and_draws_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    curve = _latency_curve()
+
+    def point(rate: float, p99: float) -> dict[str, object]:
+        cores = {"worker_main_thread": rate / 5000, "worker_other_threads": 0.1,
+                 "broker": 0.4, "bench": 0.3}
+        return {"rate": rate, "rate_achieved": rate * 0.999, "p50_ms": p99 / 3,
+                "p99_ms": p99, "worker_busy_share": rate / 4000,
+                "cores_by_process": {**cores, "total": sum(cores.values())}}
+
+    points = [point(500, 20.0), point(1000, 45.0), point(2000, 300.0), point(3000, 40.0)]
+    # a rate past the first miss does not count, however it came out
+    assert curve.highest_rate_within(points, 50.0) == pytest.approx(999.0)
+    assert curve.highest_rate_within(points[2:], 50.0) is None
+    console = Console(record=True, width=200)
+    console.print(curve.table(points, 2))
+    text = console.export_text()
+    assert "1,998" in text and "300.0" in text and "publisher and alert reader" in text
+    png = tmp_path / "curve.png"
+    curve.plot(points, 2, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with pytest.raises(SystemExit) as bad:
+        curve.main(["--rates", "fast"])
+    assert bad.value.code == 2
+    assert "--rates: not a list of numbers" in capsys.readouterr().err
