@@ -15,6 +15,8 @@ them); every series carries `worker` (the processor name). How each one is measu
 * `consumer_lag{topic,partition}`: read at scrape time from the runtime's latest sample (taken
   at each checkpoint); a partition the worker gave up disappears.
 * `partitions_assigned`: assigned minus revoked or lost partitions, from the rebalance hook.
+* `unsnapshotted_partitions`: reported at each checkpoint (a crash now would replay their input
+  from their replay marks; it drops to 0 once a quiet worker's snapshot rounds are done).
 * `processing_latency_seconds`: the runtime times batches, not events (a clock read per event
   would cost the hot path), so each batch adds its per-event mean once per event: `_count`
   is exact in events and `_sum` in seconds; the buckets are those of the batch means.
@@ -223,6 +225,10 @@ class PrometheusMetrics(MetricsHooks):
             f"{PREFIX}restore_duration_seconds",
             "State of one partition rebuilt from the changelog.", ["worker"],
             buckets=RESTORE_BUCKETS, registry=reg).labels(worker)
+        self.unsnapshotted_gauge = Gauge(
+            f"{PREFIX}unsnapshotted_partitions",
+            "Owned input partitions holding input their snapshots do not yet hold.",
+            ["worker"], registry=reg).labels(worker)
         self.signature_failures = Counter(
             f"{PREFIX}snapshot_signature_failures_total",
             "Changelog snapshots whose HMAC failed (never unpickled).", ["worker"],
@@ -275,6 +281,9 @@ class PrometheusMetrics(MetricsHooks):
     def checkpoint(self, seconds: float, partitions: int, keys: int) -> None:
         if partitions or keys:
             self.checkpoint_seconds.observe(seconds)
+
+    def unsnapshotted(self, partitions: int) -> None:
+        self.unsnapshotted_gauge.set(partitions)
 
     def restore(self, seconds: float, partition: int, keys: int) -> None:
         self.restore_seconds.observe(seconds)

@@ -133,6 +133,8 @@ def test_stats_file_reads_what_the_recorder_writes(tmp_path: Path) -> None:
     rec.batch(100, 0.02)
     rec.batch(50, 0.01)
     rec.checkpoint(0.0, 2, 7)  # spans as the worker reports them: after the batches
+    rec.unsnapshotted(3)  # reported just before the checkpoint it belongs to
+    rec.checkpoint(0.0, 0, 0)
     rec.rebalance(0, 8)
     rec.rebalance(4, 0)
     rec.close()
@@ -141,6 +143,7 @@ def test_stats_file_reads_what_the_recorder_writes(tmp_path: Path) -> None:
     assert stats.events == 150 and len(stats.batches) == 2
     assert stats.assigned == 4 and stats.restores[0].keys == 5
     assert stats.committed_after(stats.batches[-1].t1) == stats.checkpoints[0]
+    assert [c.unsnapshotted for c in stats.checkpoints] == [0, 3]
     assert stats.started is not None and stats.stopped is not None
 
 

@@ -180,6 +180,10 @@ def test_partitions_and_lag_follow_the_assignment(runtime: RuntimeMetrics,
     assert get(prom, "streamrisk_consumer_lag", topic="market", partition="3") is None
     runtime.rebalance(0, 9)  # never negative, whatever the callbacks say
     assert get(prom, "streamrisk_partitions_assigned") == 0
+    runtime.unsnapshotted(3)  # at a checkpoint: three partitions await their round
+    assert get(prom, "streamrisk_unsnapshotted_partitions") == 3
+    runtime.unsnapshotted(0)
+    assert get(prom, "streamrisk_unsnapshotted_partitions") == 0 == runtime.unsnapshotted_partitions
 
 
 def test_alerts_and_decisions_are_counted_from_the_outputs(runtime: RuntimeMetrics,

@@ -240,9 +240,13 @@ def test_snapshot_rounds_come_one_partition_at_a_time(settings: Settings) -> Non
     class Rounds(MetricsHooks):
         def __init__(self) -> None:
             self.keys: list[tuple[float, int]] = []
+            self.left: list[int] = []
 
         def checkpoint(self, seconds: float, partitions: int, keys: int) -> None:
             self.keys.append((time.monotonic(), keys))
+
+        def unsnapshotted(self, partitions: int) -> None:
+            self.left.append(partitions)
 
     stream = make_stream(4800, symbols=40, seed=13, max_message_bytes=CAP)
     per_partition = Counter(partition for partition, _ in {(m.partition, m.key) for m in stream})
@@ -257,8 +261,14 @@ def test_snapshot_rounds_come_one_partition_at_a_time(settings: Settings) -> Non
             produce_recording(settings, stream[start:start + 40], trickle)
             time.sleep(0.03)
         wait_committed(settings, config.group, "market", ends_of(stream), alive=running.alive)
+        # the rounds after the last input: every checkpoint says how many are still to come
+        deadline = time.monotonic() + 30
+        while rounds.left[-1] and running.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rounds.left[-1] == 0 == running.worker.metrics.unsnapshotted_partitions
     finally:
         running.stop()
+    assert max(rounds.left) > 0  # while input came: the partitions between their rounds
     assert_same(read_committed(settings, OUTPUTS), expected(stream))
     snapped = [(t, keys) for t, keys in rounds.keys if keys]
     settled = [keys for t, keys in snapped if t > snapped[0][0] + 1.0]  # first marks done

@@ -71,11 +71,6 @@ slowed the most. Nothing in these steps restores from it: the workers keep their
 memory."""
 
 
-QUIET_MARGIN_S = 0.3
-"""Beyond a worker's snapshot interval, how long `processed` wants it to have committed
-nothing (its loop looks for a due round every few milliseconds while idle)."""
-
-
 def _no_tick(n: int) -> None:
     pass
 
@@ -124,20 +119,17 @@ def committed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
 
 
 def processed(procs: Sequence[WorkerProcess], total: int, since: float) -> bool:
-    """Every process has handled its share of `total` events, committed its last batch
-    started after `since` and snapshotted the keys it changed: the next step empties the
-    topics or freezes the process, which must not meet a transaction still open. Partitions
-    take their snapshot rounds one at a time, the last up to a snapshot interval after the
-    last batch: a process is done once it has committed nothing for longer than that."""
-    if sum(p.read().events for p in procs) < total:
+    """`committed`, and every partition's snapshot round has followed: the next step empties
+    the topics or freezes the process, which must not meet a transaction still open.
+    Partitions take their rounds one at a time, up to a snapshot interval (more with many
+    keys, see `worker.snapshot_budget`) after the last batch; each checkpoint reports how
+    many partitions still hold input their snapshots do not."""
+    if not committed(procs, total, since):
         return False
-    now = time.perf_counter()
     for p in procs:
         batches = [b for b in p.stats.batches if b.t0 >= since]
-        if batches and p.stats.committed_after(batches[-1].t1, with_keys=True) is None:
-            return False
-        busy = [c.t1 for c in p.stats.checkpoints if c.n or c.keys]
-        if busy and now - busy[-1] < p.snapshot_interval_s + QUIET_MARGIN_S:
+        last = p.stats.checkpoints[-1] if p.stats.checkpoints else None
+        if last is None or last.unsnapshotted or (batches and last.t0 < batches[-1].t1):
             return False
     return True
 

@@ -164,9 +164,6 @@ class WorkerProcess(ChildProcess):
         assert settings.bootstrap_servers is not None
         self.stats = StatsFile(workdir / f"{name}.stats.jsonl")
         self.log = workdir / f"{name}.log"
-        self.snapshot_interval_s = settings.worker.snapshot_interval_ms / 1000
-        """Each partition's snapshot round follows its last input within this long (the
-        budget stretches rounds of many keys only: not those of the bench's frozen groups)."""
         self.label = f"worker {Path(self.stats.path).name}"
         cmd = [sys.executable, "-m", "consumers.runtime", kind,
                "--bootstrap-servers", settings.bootstrap_servers,

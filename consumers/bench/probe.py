@@ -36,6 +36,7 @@ class StatsRecorder(MetricsHooks):
     def __init__(self, path: str | Path) -> None:
         self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed by close()
         self._lines: list[bytes] = []
+        self._unsnapshotted = 0
         self._write({"k": "start", "t": time.perf_counter()})
         self._flush()
 
@@ -54,10 +55,13 @@ class StatsRecorder(MetricsHooks):
             self._write({"k": "b", "t0": end - seconds, "t1": end, "n": events,
                          "cpu": time.process_time()})
 
+    def unsnapshotted(self, partitions: int) -> None:
+        self._unsnapshotted = partitions  # reported with the checkpoint that follows
+
     def checkpoint(self, seconds: float, partitions: int, keys: int) -> None:
         end = time.perf_counter()
         self._write({"k": "c", "t0": end - seconds, "t1": end, "p": partitions,
-                     "keys": keys, "cpu": time.process_time()})
+                     "keys": keys, "u": self._unsnapshotted, "cpu": time.process_time()})
         self._flush()
 
     def restore(self, seconds: float, partition: int, keys: int) -> None:
@@ -84,6 +88,8 @@ class Span:
     keys: int = 0
     cpu: float = 0.0
     """CPU seconds the worker process had used (all threads) when the span ended."""
+    unsnapshotted: int = 0
+    """Of a checkpoint: active partitions left with input their snapshots do not hold."""
 
 
 @dataclass
@@ -117,7 +123,7 @@ class StatsFile:
                 self.events += obj["n"]
             elif kind == "c":
                 self.checkpoints.append(Span(obj["t0"], obj["t1"], obj["p"], obj["keys"],
-                                             obj["cpu"]))
+                                             obj["cpu"], obj.get("u", 0)))
             elif kind == "r":
                 self.restores.append(Span(obj["t0"], obj["t1"], obj["p"], obj["keys"]))
             elif kind == "a":
@@ -135,11 +141,9 @@ class StatsFile:
             held = max(0, held - revoked) + assigned
         return held
 
-    def committed_after(self, t: float, *, with_keys: bool = False) -> Span | None:
-        """The first checkpoint that started at or after `t`; `with_keys`: the first that
-        also snapshotted keys (snapshots follow offsets by up to
-        `worker.snapshot_interval_ms`)."""
+    def committed_after(self, t: float) -> Span | None:
+        """The first checkpoint that started at or after `t`."""
         for span in self.checkpoints:
-            if span.t0 >= t and (span.keys or not with_keys):
+            if span.t0 >= t:
                 return span
         return None

@@ -43,6 +43,10 @@ class MetricsHooks:
     def checkpoint(self, seconds: float, partitions: int, keys: int) -> None:
         """A checkpoint committed `partitions` partitions and snapshotted `keys` keys."""
 
+    def unsnapshotted(self, partitions: int) -> None:
+        """Just before each `checkpoint`: how many active partitions then hold input their
+        snapshots do not (a snapshot round of each is still to come)."""
+
     def restore(self, seconds: float, partition: int, keys: int) -> None:
         """A partition's state was rebuilt from the changelog."""
 
@@ -74,6 +78,8 @@ class RuntimeMetrics(MetricsHooks):
     checkpoint_seconds: float = 0.0
     checkpoint_max_seconds: float = 0.0
     snapshots_written: int = 0
+    unsnapshotted_partitions: int = 0
+    """Active partitions with input their snapshots do not hold, at the last checkpoint."""
     restores: int = 0
     restore_seconds: float = 0.0
     restored_keys: int = 0
@@ -141,6 +147,11 @@ class RuntimeMetrics(MetricsHooks):
         self.snapshots_written += keys
         for hook in self.listeners:
             hook.checkpoint(seconds, partitions, keys)
+
+    def unsnapshotted(self, partitions: int) -> None:
+        self.unsnapshotted_partitions = partitions
+        for hook in self.listeners:
+            hook.unsnapshotted(partitions)
 
     def restore(self, seconds: float, partition: int, keys: int) -> None:
         now = time.perf_counter()

@@ -971,6 +971,8 @@ class Worker:
                     state.marked = state.position
                     state.snapshot_due = self._snapshot_due(partition, now, round_s)
         self._flush_counts()
+        self.metrics.unsnapshotted(sum(1 for st in parts.values() if st.status == ACTIVE
+                                       and st.position >= 0 and st.position != st.marked))
         self.metrics.checkpoint(time.perf_counter() - start, len(offsets), keys)
         self._sample_lag(partitions)
         return failures
