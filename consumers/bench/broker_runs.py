@@ -1,6 +1,6 @@
 """Measurements through the broker, with workers as separate processes.
 
-- `worker_rates`: events/s of a market worker group (one or two processes, exactly-once) on
+- `MarketGroup`: events/s of a market worker group (one or two processes, exactly-once) on
   the same repetitions the in-process run gets. Each repetition is published in one
   transaction; its time runs from the first batch a worker starts on it to the end of the
   checkpoint that commits the last one (the commit is counted; time the worker spends idle
@@ -8,15 +8,16 @@
   end.
 - `alert_latency`: a worker with a short commit interval; the benchmark publishes at a
   fixed rate and reads `risk.alerts` read-committed: event produced -> alert consumed.
-
-Both also report the CPU per event of every process involved (`process_meter`): the
-workers' main threads and their other (librdkafka) threads, the broker when the benchmark
-started it, and the benchmark process itself (publisher, alert reader).
 - `worker_decisions`: the order worker over a preloaded day; the decision latency every
   RiskDecision carries (`decision_latency_ns`, around the gate inside the worker).
 - `restore_runs`: a changelog holding N warm instruments; a new worker process per
   repetition (the previous one killed with SIGKILL, as in a crash); restore time from the
   partitions' assignment to the last one restored.
+
+`MarketGroup` and `alert_latency` also report the CPU per event of every process involved
+(`process_meter`): the workers' main threads and their other (librdkafka) threads, the
+broker when the benchmark started it, and the benchmark process itself (publisher, alert
+reader).
 """
 
 from __future__ import annotations
