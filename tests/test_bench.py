@@ -214,7 +214,7 @@ def test_smallest_suite_through_the_cli_writes_every_key(kafka_bootstrap: str,
         assert per_event["total"] == pytest.approx(sum(
             v for k, v in per_event.items() if k != "total"))
     assert all(busy > 0 for busy in details["kafka_x2"]["cores_busy"])
-    assert details["two_workers_cpu_bound"] > 0
+    assert details["two_workers_cpu_estimate"] > 0
     assert details["alert_latency"]["cores_by_process"]["worker_main_thread"] > 0
 
 

@@ -242,9 +242,9 @@ def run_suite(config: BenchConfig, base: Settings, servers: str | None = None,
                 "one_worker": median_by_key(details["kafka_x1"]["cpu_by_process_us"]),
                 "two_workers": median_by_key(details["kafka_x2"]["cpu_by_process_us"])}
             # One worker, the broker and the benchmark already keep part of the machine
-            # busy: at the same cost per event, two workers can only add what is left.
-            details["two_workers_cpu_bound"] = ((os.cpu_count() or 1)
-                                                / median(details["kafka_x1"]["cores_busy"]))
+            # busy: at the same cost per event, two workers have room for what is left.
+            details["two_workers_cpu_estimate"] = ((os.cpu_count() or 1)
+                                                   / median(details["kafka_x1"]["cores_busy"]))
             details["ratios_per_rep"] = {
                 "kafka_to_inprocess": [k / i for k, i in zip(one, market.rates, strict=True)],
                 "two_workers_speedup": [t / o for t, o in zip(two, one, strict=True)],
@@ -359,10 +359,10 @@ def render_cpu(details: dict[str, Any], console: Console) -> None:
     for name, per_event, busy in rows:
         table.add_row(name, *(f"{per_event[k]:,.0f}" for k in CPU_COLUMNS), busy)
     console.print(table)
-    bound = details.get("two_workers_cpu_bound")
-    if bound is not None:
-        console.print(f"one worker's run keeps {cores / bound:.2f} of {cores} cores busy: at "
-                      f"the same cost per event two workers reach about {bound:.2f}x at most")
+    room = details.get("two_workers_cpu_estimate")
+    if room is not None:
+        console.print(f"one worker's run keeps {cores / room:.2f} of {cores} cores busy: at "
+                      f"the same CPU per event, two workers have room for about {room:.2f}x")
 
 
 def render(result: dict[str, Any], console: Console) -> None:
