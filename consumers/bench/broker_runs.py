@@ -141,13 +141,14 @@ def process_meter(procs: Sequence[WorkerProcess], servers: str) -> CpuMeter:
                      "bench": [os.getpid()]}, main_thread_of=("worker",))
 
 
-def by_process(meter: CpuMeter, events: int) -> dict[str, float]:
-    """µs of CPU per event: the workers' main threads, their other threads, the broker (0
-    when not ours), the benchmark process, and all of them."""
-    us = meter.per_event_us(events)
-    main = us["worker main thread"]
-    out = {"worker_main_thread": main, "worker_other_threads": max(0.0, us["worker"] - main),
-           "broker": us["broker"], "bench": us["bench"]}
+def by_process(measured: dict[str, float]) -> dict[str, float]:
+    """A `process_meter` reading (µs per event, cores...) by process: the workers' main
+    threads, their other threads, the broker (0 when not ours), the benchmark process, and
+    all of them."""
+    main = measured["worker main thread"]
+    out = {"worker_main_thread": main,
+           "worker_other_threads": max(0.0, measured["worker"] - main),
+           "broker": measured["broker"], "bench": measured["bench"]}
     out["total"] = sum(out.values())
     return out
 
@@ -232,9 +233,8 @@ class MarketGroup:
         rate, counts, cpu = span_rate([p.stats for p in self.procs], len(messages), since)
         self.result.rates.append(rate)
         self.result.cpu_us_per_event.append(cpu / len(messages) * 1e6)
-        per_event = by_process(meter, len(messages))
-        self.result.cpu_by_process_us.append(per_event)
-        self.result.cores_busy.append(per_event["total"] * len(messages) / 1e6 / meter.wall_s)
+        self.result.cpu_by_process_us.append(by_process(meter.per_event_us(len(messages))))
+        self.result.cores_busy.append(by_process(meter.cores())["total"])
         self.result.per_worker_events.append(counts)
         truncate(self.settings, MARKET_STREAMS)  # committed: only weight for the broker now
         return rate
@@ -375,10 +375,8 @@ def alert_latency(base: Settings, servers: str, warmup: Sequence[Message],
                    "checkpoint_ms_median": percentile([(ck.t1 - ck.t0) * 1000
                                                        for ck in commits], 0.5)
                    if commits else 0.0})
-    per_event = by_process(meter, len(messages))
-    result["cpu_by_process_us"] = per_event
-    result["cores_by_process"] = {name: us * len(messages) / 1e6 / meter.wall_s
-                                  for name, us in per_event.items()}
+    result["cpu_by_process_us"] = by_process(meter.per_event_us(len(messages)))
+    result["cores_by_process"] = by_process(meter.cores())
     return result
 
 

@@ -264,6 +264,11 @@ class _Partition:
     """`monotonic` time from which its next snapshot round is due (see
     `Worker._snapshot_due`)."""
 
+    @property
+    def past_mark(self) -> bool:
+        """It has input its snapshots do not hold: a snapshot round of it is to come."""
+        return self.position >= 0 and self.position != self.marked
+
 
 @dataclass(slots=True)
 class _Held:
@@ -866,7 +871,7 @@ class Worker:
             return
         _, partition = min(due)
         state = self._parts[partition]
-        if state.position < 0 or state.position == state.marked:
+        if not state.past_mark:
             state.snapshot_due = self._snapshot_due(partition, now)  # no input since its mark
             return
         self._checkpoint_and_recover(only=[partition], snapshot=True)
@@ -953,7 +958,7 @@ class Worker:
         offsets = {}
         for partition in partitions:
             state = parts[partition]
-            if partition in snapping and state.position >= 0 and state.position != state.marked:
+            if partition in snapping and state.past_mark:
                 [(_, mark)] = self.codec.encode(replay_mark(partition, state.position))
                 sink.produce(partition, self.changelog_full, REPLAY_MARK, mark, partition)
             # (a partition replaying after a restore is behind its committed offset)
@@ -971,8 +976,8 @@ class Worker:
                     state.marked = state.position
                     state.snapshot_due = self._snapshot_due(partition, now, round_s)
         self._flush_counts()
-        self.metrics.unsnapshotted(sum(1 for st in parts.values() if st.status == ACTIVE
-                                       and st.position >= 0 and st.position != st.marked))
+        self.metrics.unsnapshotted(sum(1 for st in parts.values()
+                                       if st.status == ACTIVE and st.past_mark))
         self.metrics.checkpoint(time.perf_counter() - start, len(offsets), keys)
         self._sample_lag(partitions)
         return failures
